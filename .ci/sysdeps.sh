@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and benchmarks use, when missing and when we are root.
+# Anything skipped is said plainly, with the command that would install it.
+set -uo pipefail
+wanted=(wrk)            # bench/serve_throughput's load generator
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "sysdeps: installing ${missing[*]} with apt-get"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/tmp/anyjob-apt.log 2>&1; then
+    echo "sysdeps: apt-get failed (see /tmp/anyjob-apt.log); tests that need ${missing[*]} will say they were skipped"
+  fi
+else
+  echo "sysdeps: SKIPPED installing ${missing[*]} (not root or no apt-get)."
+  echo "         Install them with: sudo apt-get install ${missing[*]}"
+fi
+exit 0
