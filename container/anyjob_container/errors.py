@@ -46,3 +46,7 @@ class ImportModuleError(ContainerError):
 
 class ExecuteUserScriptError(ContainerError):
     """The user's script exited with a non-zero code."""
+
+
+class ModelLoadError(ContainerError):
+    """The serving module's ``model_fn`` raised while loading the model."""

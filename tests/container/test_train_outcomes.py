@@ -82,7 +82,8 @@ def test_a_long_traceback_is_cut_from_the_middle(tmp_path: Path) -> None:
 
 def test_a_failure_file_the_script_wrote_is_kept(tmp_path: Path) -> None:
     script = (
-        "import os, sys\nopen(os.environ['SM_OUTPUT_DIR'] + '/failure', 'w').write('MyError: bad data in row 7')\n"
+        "import os, sys\n"
+        "open(os.environ['SM_OUTPUT_DIR'] + '/failure', 'w').write('MyError: bad data in row 7')\n"
         "sys.exit(2)\n"
     )
     base, result = run_script(tmp_path, script)
