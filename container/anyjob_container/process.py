@@ -40,6 +40,7 @@ class Foreground:
     def __init__(self) -> None:
         self.child: subprocess.Popen | None = None
         self.terminating = False
+        self._starting = False
         self._killer: threading.Timer | None = None
 
     @contextlib.contextmanager
@@ -56,9 +57,14 @@ class Foreground:
         if self.terminating:
             return
         self.terminating = True
+        if self._starting:
+            return  # run() forwards it as soon as the child exists
         child = self.child
         if child is None or child.poll() is not None:
             raise Stopped
+        self._forward(child)
+
+    def _forward(self, child: subprocess.Popen) -> None:
         print(
             f"anyjob: SIGTERM received; forwarding it to the user process group {child.pid} "
             f"and waiting up to {grace_seconds():g}s",
@@ -80,10 +86,22 @@ class Foreground:
         """
         if self.terminating:
             raise Stopped
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
-        self.child = proc
+        # (Blocking SIGTERM around Popen is no answer: the child would inherit the mask.)
+        self._starting = True
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            self.child = proc
+        finally:
+            self._starting = False
+        if self.terminating:  # SIGTERM arrived while the child was starting
+            self._forward(proc)
         tail = bytearray()
         reader = threading.Thread(target=_pump, args=(proc.stderr, tail, tee_stderr), daemon=True)
         reader.start()
