@@ -73,7 +73,7 @@ def fetch_code(source: str, dest: Path, *, region: str | None = None) -> bool:
         finally:
             os.unlink(tmp)
         return True
-    path = _local_path(source)
+    path = local_path(source)
     if path.is_dir():
         copy_dir(path, dest)
     elif path.is_file():
@@ -83,7 +83,8 @@ def fetch_code(source: str, dest: Path, *, region: str | None = None) -> bool:
     return True
 
 
-def _local_path(source: str) -> Path:
+def local_path(source: str) -> Path:
+    """The local path a ``file://`` URI or plain path names; raises for other schemes."""
     if source.startswith("file://"):
         parsed = urlparse(source)
         if parsed.netloc not in ("", "localhost"):

@@ -20,7 +20,8 @@ from typing import Any
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 65_535  # numpy's own reader stops at 10,000 bytes
-MAX_EMPTY_LISTS = 1_000_000  # a (10**9, 0) array is no data but a billion lists
+MAX_DIMS = 64  # as numpy
+MAX_EXTRA_LISTS = 1_000_000  # a (10**9, 0) array is no data but a billion lists
 
 _DESCR = re.compile(r"([<>|=])([biuf])(\d+)")
 _CODES = {
@@ -88,9 +89,20 @@ def _header(data: bytes) -> tuple[dict[str, Any], int]:
     shape = header["shape"]
     if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
         raise NpyError(f"the NPY shape {shape!r} is not a tuple of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise NpyError(f"the NPY array has {len(shape)} dimensions, over the limit of {MAX_DIMS}")
     if not isinstance(header["fortran_order"], bool):
         raise NpyError("the NPY header's 'fortran_order' must be True or False")
     return header, start + length
+
+
+def _list_count(shape: tuple[int, ...]) -> int:
+    """How many Python lists nesting an array of ``shape`` takes (besides the data)."""
+    total = prefix = 1
+    for n in shape[:-1]:
+        prefix *= n
+        total += prefix
+    return total
 
 
 def _nest_c(flat: list, shape: tuple[int, ...]) -> list:
@@ -117,8 +129,8 @@ def loads(data: bytes) -> Any:
     fmt, size = _struct_format(header["descr"])
     shape: tuple[int, ...] = header["shape"]
     count = math.prod(shape)
-    if count == 0 and math.prod(n for n in shape[:-1] if n) > MAX_EMPTY_LISTS:
-        raise NpyError(f"the empty NPY array of shape {shape} is too large to represent")
+    if _list_count(shape) > count + MAX_EXTRA_LISTS:
+        raise NpyError(f"the NPY shape {shape} holds too many empty or one-item rows")
     if len(data) - offset != count * size:
         raise NpyError(
             f"the NPY data is {len(data) - offset} bytes, but shape {shape} of {header['descr']!r} "
@@ -183,13 +195,10 @@ def dumps(value: Any) -> bytes:
     shape, flat = _shape_and_flat(value)
     descr, code = _dtype(flat)
     text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
-    # Pad so the data starts on a 64-byte boundary, as numpy writes it.
-    prefix = 10 if len(text) + 1 + 10 <= MAX_HEADER else 12
-    text += " " * (-(prefix + len(text) + 1) % 64) + "\n"
-    if prefix == 10:
-        head = MAGIC + b"\x01\x00" + len(text).to_bytes(2, "little")
-    else:
-        head = MAGIC + b"\x02\x00" + len(text).to_bytes(4, "little")
+    # Pad so the data starts on a 64-byte boundary, as numpy writes it. Version 1.0 always
+    # suffices: a shape whose header passes 64 KiB would describe more data than exists.
+    text += " " * (-(10 + len(text) + 1) % 64) + "\n"
+    head = MAGIC + b"\x01\x00" + len(text).to_bytes(2, "little")
     try:
         data = struct.pack(f"<{len(flat)}{code}", *flat)
     except (struct.error, OverflowError) as exc:

@@ -18,8 +18,8 @@ DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT = 60
 DEFAULT_ACCEPT = "application/json"
 
-#: gunicorn worker classes we support; the first is the default (see ``bench/serve_throughput.py``).
-WORKER_CLASSES = ("gthread", "sync")
+#: gunicorn worker classes we support; the first is the default (why: see server.py).
+WORKER_CLASSES = ("sync", "gthread")
 
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+*-]+")
 
