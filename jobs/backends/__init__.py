@@ -1,0 +1,37 @@
+"""Where jobs run: a registry of backends, chosen once from ``settings.ANYJOB_BACKEND``.
+
+In the manner of healthchecks' transports: each backend is one class, looked up by the
+value in settings; callers ask ``get_backend()`` and never branch on which it is.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:  # the package stays light: Django imports it to load the local app
+    from jobs.backends.base import Backend
+
+BACKENDS = {
+    "local": "jobs.backends.local.backend.LocalBackend",
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    try:
+        path = BACKENDS[name]
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"ANYJOB_BACKEND={name!r} is not a backend: use one of {', '.join(sorted(BACKENDS))}"
+        ) from None
+    module, cls = path.rsplit(".", 1)
+    return getattr(import_module(module), cls)
+
+
+@functools.cache
+def get_backend() -> Backend:
+    return backend_class(settings.ANYJOB_BACKEND)()

@@ -1,0 +1,83 @@
+"""The backend interface: SageMaker's own requests and response shapes, wherever jobs run.
+
+Everything the dashboard and the workers send is a real SageMaker request, and every answer
+has the service's shape (the dicts boto3 returns, with ``datetime`` values), so no caller
+branches on where a job runs. Errors are botocore ``ClientError``s with the service's codes:
+``ValidationException`` (bad request, or no such job: "Requested resource not found."),
+``ResourceInUse`` (the name is taken), ``ResourceLimitExceeded``, ``ThrottlingException``.
+
+A backend is one small class registered in ``jobs.backends.BACKENDS``; endpoints
+(CreateModel, CreateEndpointConfig, CreateEndpoint, InvokeEndpoint, ...) will join these
+methods in the same manner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jobs import storage
+
+#: Size cap for one file read out of an artifact for display.
+MAX_ARTIFACT_READ = 16 * 1024 * 1024
+
+ARTIFACTS = {"model": "model.tar.gz", "output": "output.tar.gz"}
+
+
+class Backend:
+    """Base class: the contract each backend implements (all methods are thread-safe)."""
+
+    name = "base"
+
+    def create_training_job(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``CreateTrainingJob``: validate and start; returns ``{"TrainingJobArn": ...}``."""
+        raise NotImplementedError
+
+    def describe_training_job(self, name: str) -> dict[str, Any]:
+        """``DescribeTrainingJob``: the job as the service describes it."""
+        raise NotImplementedError
+
+    def list_training_jobs(self, **params: Any) -> dict[str, Any]:
+        """``ListTrainingJobs`` with the service's parameters (``LastModifiedTimeAfter``,
+        ``StatusEquals``, ``NameContains``, ``NextToken``, ``MaxResults`` ≤ 100, ...).
+        A page may be short or empty while ``NextToken`` is present: follow it to the end."""
+        raise NotImplementedError
+
+    def stop_training_job(self, name: str) -> None:
+        """``StopTrainingJob``: the job goes ``Stopping`` at once and ``Stopped`` later."""
+        raise NotImplementedError
+
+    def get_training_logs(
+        self, name: str, next_token: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        """The job's log events after ``next_token`` (CloudWatch ``GetLogEvents``-shaped):
+        ``{"events": [{"logStreamName", "timestamp", "message", "ingestionTime"}],
+        "nextForwardToken": str}``. Pass ``nextForwardToken`` back to follow the log."""
+        raise NotImplementedError
+
+    def job_notes(self, name: str) -> list[str]:
+        """Facts about how the job ran that the service's shape has no field for."""
+        return []
+
+    # -- artifacts: the same for every backend, given describe_training_job -----------------
+    def artifact_uri(self, name: str, which: str) -> str | None:
+        """The URI of ``model.tar.gz`` (``which="model"``) or ``output.tar.gz`` (``"output"``)."""
+        if which not in ARTIFACTS:
+            raise ValueError(f"unknown artifact {which!r}: use one of {sorted(ARTIFACTS)}")
+        job = self.describe_training_job(name)
+        model = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        if not model:
+            return None
+        return model if which == "model" else model.rsplit("/", 1)[0] + "/" + ARTIFACTS[which]
+
+    def list_artifact_files(self, name: str, which: str) -> list[storage.MemberInfo]:
+        uri = self.artifact_uri(name, which)
+        return storage.list_tar_members(uri) if uri else []
+
+    def read_artifact_file(
+        self, name: str, which: str, member: str, max_bytes: int = MAX_ARTIFACT_READ
+    ) -> bytes:
+        uri = self.artifact_uri(name, which)
+        if not uri:
+            raise storage.StorageError(f"training job {name} has no {ARTIFACTS[which]}")
+        return storage.read_tar_member(uri, member, max_bytes)

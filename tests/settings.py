@@ -1,0 +1,26 @@
+"""Settings for the test run: the project's own, with everything under one temporary folder.
+
+``ANYJOB_VAR_DIR`` is set in the environment (if not already), so the job processes the
+tests start see the same folder, the same SQLite database and the same artifact store.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("ANYJOB_VAR_DIR", tempfile.mkdtemp(prefix="anyjob-test-var-"))
+# Building the image environment takes a while: keep it across test runs.
+os.environ.setdefault(
+    "ANYJOB_IMAGE_ENV_ROOT", str(Path(__file__).resolve().parent.parent / "var" / "test-cache" / "image")
+)
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-secret")
+os.environ.setdefault("ANYJOB_LOCAL_HEARTBEAT_SECONDS", "0.2")
+os.environ.setdefault("ANYJOB_LOCAL_STOP_GRACE_SECONDS", "5")
+
+from webapp.settings import *  # noqa: E402, F403
+from webapp.settings import DATABASES, VAR_DIR  # noqa: E402
+
+# The test database is a file, so job processes (other processes) share it with the tests.
+DATABASES["default"]["NAME"] = str(VAR_DIR / "test.sqlite3")
+DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

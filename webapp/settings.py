@@ -1,0 +1,122 @@
+"""anyjob's Django settings, all from the environment (see README.md, "Configuration").
+
+The embedded default needs none of them: SQLite, the local backend and a ``file://``
+artifact store, all under ``var/``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from webapp.env import env_bool, env_list, env_number, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("ANYJOB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+
+def _secret_key() -> str:
+    """``DJANGO_SECRET_KEY``, else one generated once and kept in ``var/`` (never rendered)."""
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "jobs",
+    "jobs.backends.local",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "webapp.wsgi.application"
+
+# SQLite under var/ by default; PostgreSQL (or any database) at team scale via DATABASE_URL.
+# SQLite runs in WAL mode with immediate transactions, so the web server, the workers and
+# the local backend's job processes can write side by side without "database is locked".
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{VAR_DIR / 'anyjob.sqlite3'}", conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 0))
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("ANYJOB_LOG_LEVEL", "INFO")},
+}
+
+# --- anyjob ----------------------------------------------------------------------------
+#: Where jobs run: "local" (the embedded SageMaker emulator) or "sagemaker" (AWS).
+ANYJOB_BACKEND = env_str("ANYJOB_BACKEND", "local")
+#: The region requests name (the local backend uses it in ARNs too).
+ANYJOB_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+#: Default output path for artifacts (s3://bucket/prefix or file:///path).
+ANYJOB_ARTIFACT_STORE = env_str("ANYJOB_ARTIFACT_STORE", (VAR_DIR / "artifacts").as_uri())
+
+#: The local backend: where job directories live, and its timings.
+ANYJOB_LOCAL_ROOT = Path(env_str("ANYJOB_LOCAL_ROOT", str(VAR_DIR / "local-sagemaker"))).resolve()
+#: Where the Python environment mirroring the container image is built (once).
+ANYJOB_IMAGE_ENV_ROOT = Path(env_str("ANYJOB_IMAGE_ENV_ROOT", str(VAR_DIR / "image"))).resolve()
+ANYJOB_LOCAL_STOP_GRACE_SECONDS = env_number("ANYJOB_LOCAL_STOP_GRACE_SECONDS", 120)
+ANYJOB_LOCAL_HEARTBEAT_SECONDS = env_number("ANYJOB_LOCAL_HEARTBEAT_SECONDS", 2, minimum=0.1)
+ANYJOB_LOCAL_HEARTBEAT_TIMEOUT = env_number("ANYJOB_LOCAL_HEARTBEAT_TIMEOUT", 30, minimum=1)
+ANYJOB_LOCAL_MAX_LOG_EVENTS = int(env_number("ANYJOB_LOCAL_MAX_LOG_EVENTS", 100_000, minimum=100))
+ANYJOB_LOCAL_MAX_CHANNEL_BYTES = int(env_number("ANYJOB_LOCAL_MAX_CHANNEL_BYTES", 50 * 1024**3, minimum=1))
