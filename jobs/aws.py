@@ -23,15 +23,24 @@ import os
 import threading
 from typing import Any
 
-import boto3.session
-from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-# Everything a call through boto3 may raise for a remote or configuration problem: a service's
-# error answer (ClientError), a transport or credentials problem (BotoCoreError), and the managed
-# transfers' wrappers (Boto3Error, e.g. S3UploadFailedError, whose __context__ is the ClientError).
-ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError, Boto3Error)
+# boto3 itself (~0.15 s to import) is imported on first use: a local job with file:// data
+# never pays for it.
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ERRORS":
+        # Everything a call through boto3 may raise for a remote or configuration problem: a
+        # service's error answer (ClientError), a transport or credentials problem
+        # (BotoCoreError), and the managed transfers' wrappers (Boto3Error, e.g.
+        # S3UploadFailedError, whose __context__ is the ClientError).
+        from boto3.exceptions import Boto3Error
+
+        return (ClientError, BotoCoreError, Boto3Error)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # 10 retries (11 attempts in all) in adaptive mode; a connect that takes 10 s is a dead endpoint,
 # and 60 s of read silence is botocore's own default.
@@ -64,6 +73,8 @@ def client(service: str, *, region: str | None = None, **kwargs: Any) -> Any:
     with _lock:
         cached = _clients.get(key)
         if cached is None:
+            import boto3.session
+
             session = boto3.session.Session()
             cached = session.client(service, region_name=region, config=merged, **kwargs)
             _clients[key] = cached

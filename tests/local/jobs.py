@@ -108,3 +108,11 @@ def wait_for_log(backend, name: str, text: str, timeout: float = 60) -> None:
 
 def linear_example() -> tuple[Path, Path]:
     return EXAMPLES / "linear", EXAMPLES / "linear" / "data"
+
+
+SCRIPTS["flood.py"] = (
+    "for i in range(100_000):\n    print(f'line {i} ' + 'x' * 40)\nprint('done', flush=True)\n"
+)
+SCRIPTS["hello.py"] = (
+    "import os\nopen(os.environ['SM_MODEL_DIR'] + '/hello', 'w').write('hi')\nprint('hello')\n"
+)

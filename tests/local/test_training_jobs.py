@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,48 @@ def test_list_filters_and_pages(backend, code, output) -> None:
     assert (
         client_error_code(lambda: backend.list_training_jobs(NextToken="garbage"))[0] == "ValidationException"
     )
+
+
+def test_an_output_path_that_cannot_be_written_fails_the_job(backend, code) -> None:
+    name = unique("noout")
+    request = training_request(name, code, "probe.py", Path("/proc/anyjob-cannot-write"))
+    backend.create_training_job(request)
+    job = wait_for(backend, name)
+    assert job["TrainingJobStatus"] == "Failed"
+    assert job["FailureReason"].startswith("ClientError: could not upload the training artifacts: ")
+
+
+def test_a_log_flood_is_kept_bounded(backend, code, output, monkeypatch) -> None:
+    monkeypatch.setenv("ANYJOB_LOCAL_MAX_LOG_EVENTS", "1000")
+    name = unique("flood")
+    started = time.monotonic()
+    backend.create_training_job(training_request(name, code, "flood.py", output))
+    job = wait_for(backend, name, timeout=120)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    kept = LocalTrainingJob.objects.get(name=name).log_events.count()
+    assert kept <= 1000 + 500  # the bound, plus at most one batch
+    tail = backend.get_training_logs(name, next_token="f/0", limit=10_000)["events"]
+    assert [e["message"] for e in tail[-2:]] == ["done", "anyjob: training finished successfully"]
+    print(f"100,000 log lines: {time.monotonic() - started:.1f} s, {kept} events kept")
+
+
+def test_without_a_sandbox_the_job_still_runs_and_says_so(backend, code, output, monkeypatch) -> None:
+    monkeypatch.setenv("ANYJOB_SANDBOX", "none")
+    name = unique("nosandbox")
+    backend.create_training_job(training_request(name, code, "hello.py", output))
+    job = wait_for(backend, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    [note] = backend.job_notes(name)
+    assert note.startswith("ran without isolation")
+    messages = [e["message"] for e in backend.get_training_logs(name)["events"]]
+    assert messages[0] == f"anyjob: {note}"
+
+
+def test_the_backend_comes_from_settings(settings) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from jobs.backends import backend_class, get_backend
+
+    assert isinstance(get_backend(), LocalBackend)
+    with pytest.raises(ImproperlyConfigured, match="ANYJOB_BACKEND='nope' is not a backend"):
+        backend_class("nope")

@@ -99,6 +99,7 @@ class Executor:
         self.ml = job_root / "ml"
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_requested = threading.Event()
+        self.lost = threading.Event()
         self._done = threading.Event()
 
     # -- the row -------------------------------------------------------------------------------
@@ -140,7 +141,15 @@ class Executor:
         try:
             while not self._done.wait(period):
                 rows = LocalTrainingJob.objects.filter(key=self.name.lower(), executor=self.identity)
-                rows.update(heartbeat=now())
+                if not rows.update(heartbeat=now()):
+                    # The row is gone (deleted) or was taken from us (declared abandoned):
+                    # nobody will look at this job again, so it stops at once.
+                    log.warning(
+                        "training job %s: its record is gone or no longer ours; killing it", self.name
+                    )
+                    self.lost.set()
+                    self.stop_requested.set()
+                    return
                 if rows.filter(status=Status.STOPPING).exists():
                     self.stop_requested.set()
         finally:
@@ -166,9 +175,9 @@ class Executor:
             log.exception("training job %s: internal error", self.name)
             from jobs.backends.local.models import Status
 
-            self.update(
-                finish=(Status.FAILED, "Failed", f"InternalServerError: {type(exc).__name__}: {exc}"[:1024])
-            )
+            reason = f"InternalServerError: {type(exc).__name__}: {exc}"[:FAILURE_REASON_MAX]
+            with contextlib.suppress(Exception):  # the row itself may be what is gone
+                self.update(finish=(Status.FAILED, "Failed", reason))
         finally:
             self._done.set()
             beat.join(timeout=5)
@@ -219,8 +228,13 @@ class Executor:
         if stopped_by == "max_runtime":
             self.update(status=Status.STOPPING, stop_reason="max_runtime", advance=("Stopping",))
         self.update(advance=("Uploading",))
-        artifacts = self.upload(request)
         metrics = self.metrics
+        try:
+            artifacts = self.upload(request)
+        except (storage.StorageError, OSError) as exc:
+            reason = f"ClientError: could not upload the training artifacts: {exc}"
+            self.update(final_metrics=metrics, finish=(Status.FAILED, "Failed", reason[:FAILURE_REASON_MAX]))
+            return
         if stopped_by or self.stop_requested.is_set():
             secondary = "MaxRuntimeExceeded" if stopped_by == "max_runtime" else "Stopped"
             self.update(
@@ -335,6 +349,9 @@ class Executor:
         kill_at = None
         while proc.wait(timeout=0.2) is None:
             logs.flush_if_due()  # a quiet script's last lines still show within a second
+            if self.lost.is_set():
+                proc.kill()
+                continue
             if not stopped_by:
                 if self.stop_requested.is_set():
                     stopped_by = "user"
