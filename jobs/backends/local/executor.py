@@ -223,6 +223,8 @@ class Executor:
         python = image.ensure_image_env(Path(settings.ANYJOB_IMAGE_ENV_ROOT))
         self.update(advance=("Training",))
         code, notes, stopped_by = self.train(request, python, deadline)
+        if self.lost.is_set():
+            return
         if notes:
             self.update(notes=notes)
         if stopped_by == "max_runtime":
