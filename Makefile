@@ -28,6 +28,7 @@ test: $(STAMP) sysdeps lint
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/serve_throughput.py
+	$(BIN)/python bench/local_job_overhead.py
 
 run: $(STAMP)
 	@echo "anyjob: the dashboard is not built yet (it arrives with the dashboard issue)."

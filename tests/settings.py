@@ -17,8 +17,8 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-secret")
 os.environ.setdefault("ANYJOB_LOCAL_HEARTBEAT_SECONDS", "0.2")
 os.environ.setdefault("ANYJOB_LOCAL_STOP_GRACE_SECONDS", "5")
 
-from webapp.settings import *  # noqa: E402, F403
-from webapp.settings import DATABASES, VAR_DIR  # noqa: E402
+from webapp.settings import *  # noqa: F403
+from webapp.settings import DATABASES, VAR_DIR
 
 # The test database is a file, so job processes (other processes) share it with the tests.
 DATABASES["default"]["NAME"] = str(VAR_DIR / "test.sqlite3")

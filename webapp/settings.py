@@ -77,7 +77,8 @@ WSGI_APPLICATION = "webapp.wsgi.application"
 # the local backend's job processes can write side by side without "database is locked".
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'anyjob.sqlite3'}", conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 0))
+        default=f"sqlite:///{VAR_DIR / 'anyjob.sqlite3'}",
+        conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 0)),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

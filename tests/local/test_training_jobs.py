@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -212,16 +214,24 @@ def test_a_job_whose_process_dies_is_failed_not_left_running(backend, code, outp
 
 
 def test_a_job_runs_exactly_once(backend, code, output) -> None:
-    from jobs.backends.local.executor import Executor
+    from jobs.backends.local.executor import claim
+    from jobs.backends.local.models import LocalLogEvent
 
     name = unique("once")
     backend.create_training_job(training_request(name, code, "sleep_forever.py", output))
     wait_for_log(backend, name, "sleeping")
-    second = Executor(name, Path(settings.ANYJOB_LOCAL_ROOT) / "second-claim")
-    assert second.claim() is False, "a job that has its process is not run again"
+    assert claim(name, "another:1") is False, "a job that has its process is not run again"
+    # A second process started for the same job finds it taken and does nothing.
+    plan = Path(settings.ANYJOB_LOCAL_ROOT) / name / "plan.json"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    again = subprocess.run(
+        [sys.executable, "-m", "jobs.backends.local.executor", str(plan)], env=env, timeout=60
+    )
+    assert again.returncode == 0
     backend.stop_training_job(name)
     assert wait_for(backend, name)["TrainingJobStatus"] == "Stopped"
-    assert second.claim() is False, "nor is a finished one"
+    assert claim(name, "another:1") is False, "nor is a finished one"
+    assert LocalLogEvent.objects.filter(job__name=name, message="sleeping").count() == 1
 
 
 def test_channels_come_from_s3(backend, output, s3_client, s3_env) -> None:
@@ -343,8 +353,8 @@ def test_an_output_path_that_cannot_be_written_fails_the_job(backend, code) -> N
     assert job["FailureReason"].startswith("ClientError: could not upload the training artifacts: ")
 
 
-def test_a_log_flood_is_kept_bounded(backend, code, output, monkeypatch) -> None:
-    monkeypatch.setenv("ANYJOB_LOCAL_MAX_LOG_EVENTS", "1000")
+def test_a_log_flood_is_kept_bounded(backend, code, output, settings) -> None:
+    settings.ANYJOB_LOCAL_MAX_LOG_EVENTS = 1000
     name = unique("flood")
     started = time.monotonic()
     backend.create_training_job(training_request(name, code, "flood.py", output))

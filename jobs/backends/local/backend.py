@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -170,14 +171,34 @@ def describe(job: LocalTrainingJob) -> dict[str, Any]:
     return out
 
 
-def launch_executor(name: str) -> None:
-    """Start the job's process, detached: it outlives the worker or web process that asked."""
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+def launch_executor(job: LocalTrainingJob) -> None:
+    """Start the job's process, detached: it outlives the worker or web process that asked.
+
+    Everything it needs before Django is set up goes into its plan file, so the container can
+    start while the process is still importing Django.
+    """
+    job_root = Path(settings.ANYJOB_LOCAL_ROOT) / job.key
+    job_root.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "name": job.name,
+        "key": job.key,
+        "arn": job.arn,
+        "request": job.request,
+        "job_root": str(job_root),
+        "image_env_root": str(settings.ANYJOB_IMAGE_ENV_ROOT),
+        # Hidden inside the sandbox: the database, sockets, artifacts, other jobs, credentials.
+        "hide": [str(settings.VAR_DIR), str(settings.ANYJOB_LOCAL_ROOT), str(Path.home())],
+        "stop_grace_seconds": settings.ANYJOB_LOCAL_STOP_GRACE_SECONDS,
+        "heartbeat_seconds": settings.ANYJOB_LOCAL_HEARTBEAT_SECONDS,
+        "max_log_events": settings.ANYJOB_LOCAL_MAX_LOG_EVENTS,
+        "max_channel_bytes": settings.ANYJOB_LOCAL_MAX_CHANNEL_BYTES,
+        "django_settings": os.environ.get("DJANGO_SETTINGS_MODULE", "webapp.settings"),
+    }
+    plan_file = job_root / "plan.json"
+    plan_file.write_text(json.dumps(plan))
     subprocess.run(
-        [sys.executable, "-m", "jobs.backends.local.executor", "--detach", name],
+        [sys.executable, "-m", "jobs.backends.local.executor", "--detach", str(plan_file)],
         cwd=settings.BASE_DIR,
-        env=env,
         stdin=subprocess.DEVNULL,
         check=True,
         timeout=30,
@@ -214,7 +235,7 @@ class LocalBackend(Backend):
                 "Training job names must be unique within an AWS account and region, "
                 f"and a training job with this name already exists ({arn})",
             ) from None
-        launch_executor(name)
+        launch_executor(job)
         return {"TrainingJobArn": arn}
 
     def describe_training_job(self, name: str) -> dict[str, Any]:

@@ -1,14 +1,23 @@
-"""One local training job's process: claim it, stage, run the container sandboxed, finish.
+"""One local training job's process: stage, run the container sandboxed, record, finish.
 
-``python -m jobs.backends.local.executor [--detach] NAME`` — started by
-``LocalBackend.create_training_job``; ``--detach`` forks into its own session so the job
-outlives the web or worker process that created it, and no Celery task waits for it (a
-task that long would be redelivered by Redis after ``visibility_timeout`` and run twice).
+``python -m jobs.backends.local.executor [--detach] PLAN_FILE`` — started by
+``LocalBackend.create_training_job``, which writes the plan (the request and the settings
+this process needs) next to the job directory. ``--detach`` forks into its own session so
+the job outlives the web or worker process that created it, and no Celery task waits for it
+(a task that long would be redelivered by Redis after ``visibility_timeout`` and run twice).
 
-Exactly once: the process first claims the row ("update where executor is empty"); a second
-process for the same job finds it claimed and exits. While it runs it writes a heartbeat
-every ``ANYJOB_LOCAL_HEARTBEAT_SECONDS`` and reads the row's status, which is how it learns
-of ``StopTrainingJob``. If it dies, the heartbeat stops and the backend fails the job.
+Fast start: Django takes about half a second to import here, so the job does not wait for
+it. The process first stages the channels and starts the container from the plan alone,
+then sets Django up while the container starts, and only then claims the job's row and
+records what already happened, with the times it happened at. Output that arrives before
+the row is claimed is kept in memory until it can be written.
+
+Exactly once: only ``create_training_job`` starts this process, and it claims the job
+twice — a lock file in the job directory before anything runs, and the row ("update where
+executor is empty") before anything is recorded; losing either ends it. While it runs it
+writes a heartbeat every ``ANYJOB_LOCAL_HEARTBEAT_SECONDS`` and reads the row's status,
+which is how it learns of ``StopTrainingJob``. If it dies, the heartbeat stops and the
+backend fails the job; if the row vanishes or is taken from it, it kills the job and ends.
 
 The steps follow SageMaker's secondary statuses: Starting → Downloading (channels staged
 into the job directory, laid out as ``/opt/ml``) → Training (the generic container's
@@ -30,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +54,10 @@ FLUSH_LINES = 500
 AWS_PASSTHROUGH = re.compile(
     r"AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN|REGION|DEFAULT_REGION|ENDPOINT_URL.*)"
 )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def decode_hyperparameter(value: str) -> str:
@@ -67,62 +81,191 @@ def detach() -> None:
 def main(argv: list[str]) -> int:
     args = [a for a in argv if a != "--detach"]
     if len(args) != 1:
-        print("usage: python -m jobs.backends.local.executor [--detach] TRAINING_JOB_NAME", file=sys.stderr)
+        print("usage: python -m jobs.backends.local.executor [--detach] PLAN_FILE", file=sys.stderr)
         return 2
+    plan = json.loads(Path(args[0]).read_text())
+    job_root = Path(plan["job_root"])
     if "--detach" in argv:
         detach()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    name = args[0]
-    job_root = Path(settings.ANYJOB_LOCAL_ROOT) / name.lower()
-    job_root.mkdir(parents=True, exist_ok=True)
-    # The executor's own diagnostics (not the job's log) go next to the job directory.
-    handler = logging.FileHandler(job_root.parent / f"{name.lower()}.executor.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.INFO)
-    if "--detach" in argv:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-    return Executor(name, job_root).run()
+    # The process's own diagnostics (not the job's log) go next to the job directory.
+    handler = logging.FileHandler(job_root.parent / f"{job_root.name}.executor.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        os.close(os.open(job_root / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        log.info("training job %s already has a process: nothing to do", plan["name"])
+        return 0
+    run = JobRun(plan)
+    try:
+        run.start()
+        os.environ["DJANGO_SETTINGS_MODULE"] = plan["django_settings"]
+        import django
+
+        django.setup()
+        return run.finish()
+    finally:
+        run.cleanup()
 
 
-class Executor:
-    def __init__(self, name: str, job_root: Path) -> None:
-        self.name = name
-        self.job_root = job_root
-        self.ml = job_root / "ml"
+def claim(key: str, identity: str) -> bool:
+    """Take the job's row for ``identity`` if no process has it; True when taken."""
+    from django.utils.timezone import now
+
+    from jobs.backends.local.models import ACTIVE, LocalTrainingJob
+
+    taken = LocalTrainingJob.objects.filter(key=key, executor="", status__in=ACTIVE).update(
+        executor=identity, heartbeat=now()
+    )
+    return taken == 1
+
+
+class JobRun:
+    """One job, from its plan: ``start()`` needs no Django, ``finish()`` does."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.request: dict[str, Any] = plan["request"]
+        self.name: str = plan["name"]
+        self.key: str = plan["key"]
+        self.job_root = Path(plan["job_root"])
+        self.ml = self.job_root / "ml"
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_requested = threading.Event()
         self.lost = threading.Event()
         self._done = threading.Event()
+        self.proc: Any = None
+        self.notes: list[str] = []
+        self.early_failure = ""
+        self.downloading_at = utcnow()
+        self.training_at: datetime | None = None
+        limit = int(self.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86_400))
+        self.deadline = time.monotonic() + limit
+        self.logs = LogWriter(f"{self.name}/algo-1-{int(time.time())}", self.request, plan["max_log_events"])
 
-    # -- the row -------------------------------------------------------------------------------
-    def claim(self) -> bool:
-        from django.utils.timezone import now
+    # -- before Django ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Stage the channels and start the container; a failure is kept for ``finish``."""
+        from jobs import storage
+        from jobs.backends.local import image, sandbox
 
-        from jobs.backends.local.models import ACTIVE, LocalTrainingJob
+        try:
+            self.write_config()
+            budget = min(
+                int(self.request["ResourceConfig"].get("VolumeSizeInGB", 30)) * 1024**3,
+                self.plan["max_channel_bytes"],
+            )
+            for channel in self.request.get("InputDataConfig", []):
+                # Copied, not linked: the job may rewrite its input without touching the original.
+                staged = storage.stage_prefix(
+                    channel["DataSource"]["S3DataSource"]["S3Uri"],
+                    self.ml / "input" / "data" / channel["ChannelName"],
+                    max_bytes=budget,
+                    link=False,
+                    role_arn=self.request.get("RoleArn"),
+                )
+                budget -= staged.bytes
+        except storage.StorageError as exc:
+            self.early_failure = f"ClientError: {exc}"
+            return
+        try:
+            python = image.ensure_image_env(Path(self.plan["image_env_root"]))
+            self.proc = sandbox.SandboxedProcess.start(
+                self.sandbox_spec(python), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        except (sandbox.SandboxError, image.ImageEnvError) as exc:
+            self.early_failure = f"InternalServerError: {exc}"
+            return
+        self.training_at = utcnow()
+        if not self.proc.isolated:
+            self.notes.append(self.proc.note)
+            self.logs.add(f"anyjob: {self.proc.note}")
+        threading.Thread(
+            target=self.logs.pump, args=(self.proc.stdout,), name="log-pump", daemon=True
+        ).start()
 
-        claimed = LocalTrainingJob.objects.filter(
-            key=self.name.lower(), executor="", status__in=ACTIVE
-        ).update(executor=self.identity, heartbeat=now())
-        return claimed == 1
+    def write_config(self) -> None:
+        """The three config files exactly as SageMaker writes them."""
+        request = self.request
+        config = self.ml / "input" / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        for sub in ("model", "output/data", "code", "input/data"):
+            (self.ml / sub).mkdir(parents=True, exist_ok=True)
+        (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
+        mode = request.get("AlgorithmSpecification", {}).get("TrainingInputMode", "File")
+        data_config = {}
+        for channel in request.get("InputDataConfig", []):
+            source = channel["DataSource"]["S3DataSource"]
+            entry = {
+                "TrainingInputMode": channel.get("InputMode", mode),
+                "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
+                "RecordWrapperType": channel.get("RecordWrapperType", "None"),
+            }
+            if channel.get("ContentType"):
+                entry["ContentType"] = channel["ContentType"]
+            data_config[channel["ChannelName"]] = entry
+        (config / "inputdataconfig.json").write_text(json.dumps(data_config))
+        instance_type = request["ResourceConfig"]["InstanceType"]
+        group = {
+            "instance_group_name": "homogeneousCluster",
+            "instance_type": instance_type,
+            "hosts": ["algo-1"],
+        }
+        resource = {
+            "current_host": "algo-1",
+            "current_instance_type": instance_type,
+            "current_group_name": "homogeneousCluster",
+            "hosts": ["algo-1"],
+            "instance_groups": [group],
+            "network_interface_name": "eth0",
+        }
+        (config / "resourceconfig.json").write_text(json.dumps(resource))
 
+    def sandbox_spec(self, python: Path) -> Any:
+        from jobs import storage
+        from jobs.backends.local import image, sandbox
+
+        request = self.request
+        env = {**image.IMAGE_ENV, **request.get("Environment", {})}
+        env["TRAINING_JOB_NAME"] = self.name
+        env["TRAINING_JOB_ARN"] = self.plan["arn"]
+        env["ANYJOB_STOP_GRACE_SECONDS"] = f"{self.plan['stop_grace_seconds']:g}"
+        if not request.get("EnableNetworkIsolation"):
+            # The role's credentials, as SageMaker gives a job its execution role's.
+            env.update({k: v for k, v in os.environ.items() if AWS_PASSTHROUGH.fullmatch(k)})
+        expose = list(image.runtime_paths(python))
+        code_uri = decode_hyperparameter(
+            request.get("HyperParameters", {}).get("sagemaker_submit_directory", "")
+        )
+        if code_uri.startswith("file://"):
+            expose.append(storage.parse(code_uri).path)
+        return sandbox.Sandbox(
+            job_dir=self.ml,
+            argv=[str(python), "-m", "anyjob_container", "train"],
+            env=env,
+            network=not request.get("EnableNetworkIsolation", False),
+            # The project's state (database, sockets, artifacts, other jobs) and the home
+            # folder (credentials) are invisible inside; only what the job needs shows.
+            hide=[Path(p) for p in self.plan["hide"]],
+            expose_ro=expose,
+            scratch_dir=self.job_root / "tmp",
+        )
+
+    # -- with Django -----------------------------------------------------------------------------
     def update(self, **changes: Any) -> Any:
-        """Change the row under a write lock; returns it. Callers pass simple field values
-        or ``advance=(secondary,)`` / ``finish=(status, secondary, reason)``."""
+        """Change the row under a write lock; returns it. ``advance=(secondary, at)`` and
+        ``finish=(status, secondary, reason)`` move its status, other keys set fields."""
         from django.db import transaction
 
         from jobs.backends.local import states
         from jobs.backends.local.models import LocalTrainingJob
 
         with transaction.atomic():
-            job = LocalTrainingJob.objects.select_for_update().get(key=self.name.lower())
+            job = LocalTrainingJob.objects.select_for_update().get(key=self.key)
             if "advance" in changes:
                 states.advance(job, *changes.pop("advance"))
             if "finish" in changes:
@@ -132,6 +275,34 @@ class Executor:
             job.save()
             return job
 
+    def finish(self) -> int:
+        from jobs.backends.local.models import LocalTrainingJob, Status
+
+        if not claim(self.key, self.identity):
+            log.info("training job %s is not waiting for a process: nothing to do", self.name)
+            if self.proc is not None:
+                self.proc.kill()
+            return 0
+        beat = threading.Thread(target=self._heartbeat, args=(self.plan["heartbeat_seconds"],), daemon=True)
+        beat.start()
+        try:
+            self.update(advance=("Downloading", self.downloading_at), training_start_time=self.downloading_at)
+            if self.early_failure:
+                self.update(finish=(Status.FAILED, "Failed", self.early_failure[:FAILURE_REASON_MAX]))
+                return 0
+            job = self.update(advance=("Training", self.training_at), notes=self.notes)
+            self.logs.attach(job if isinstance(job, LocalTrainingJob) else None)
+            self._train_and_upload()
+        except Exception as exc:  # a bug of ours or a fault of the machine: say so on the job
+            log.exception("training job %s: internal error", self.name)
+            reason = f"InternalServerError: {type(exc).__name__}: {exc}"[:FAILURE_REASON_MAX]
+            with contextlib.suppress(Exception):  # the row itself may be what is gone
+                self.update(finish=(Status.FAILED, "Failed", reason))
+        finally:
+            self._done.set()
+            beat.join(timeout=5)
+        return 0
+
     def _heartbeat(self, period: float) -> None:
         from django.db import connection
         from django.utils.timezone import now
@@ -140,7 +311,7 @@ class Executor:
 
         try:
             while not self._done.wait(period):
-                rows = LocalTrainingJob.objects.filter(key=self.name.lower(), executor=self.identity)
+                rows = LocalTrainingJob.objects.filter(key=self.key, executor=self.identity)
                 if not rows.update(heartbeat=now()):
                     # The row is gone (deleted) or was taken from us (declared abandoned):
                     # nobody will look at this job again, so it stops at once.
@@ -155,89 +326,24 @@ class Executor:
         finally:
             connection.close()
 
-    # -- the job -------------------------------------------------------------------------------
-    def run(self) -> int:
-        from django.conf import settings
-
-        if not self.claim():
-            log.info("training job %s is not waiting for a process: nothing to do", self.name)
-            return 0
-        beat = threading.Thread(
-            target=self._heartbeat,
-            args=(settings.ANYJOB_LOCAL_HEARTBEAT_SECONDS,),
-            name="heartbeat",
-            daemon=True,
-        )
-        beat.start()
-        try:
-            self._run()
-        except Exception as exc:  # a bug of ours or a fault of the machine: say so on the job
-            log.exception("training job %s: internal error", self.name)
-            from jobs.backends.local.models import Status
-
-            reason = f"InternalServerError: {type(exc).__name__}: {exc}"[:FAILURE_REASON_MAX]
-            with contextlib.suppress(Exception):  # the row itself may be what is gone
-                self.update(finish=(Status.FAILED, "Failed", reason))
-        finally:
-            self._done.set()
-            beat.join(timeout=5)
-            if not os.environ.get("ANYJOB_LOCAL_KEEP_JOB_DIRS"):
-                shutil.rmtree(self.job_root, ignore_errors=True)
-        return 0
-
-    def _run(self) -> None:
-        from django.conf import settings
-        from django.utils.timezone import now
-
+    def _train_and_upload(self) -> None:
         from jobs import storage
-        from jobs.backends.local import image
         from jobs.backends.local.models import Status
 
-        job = self.update(advance=("Downloading",), training_start_time=now())
-        request: dict[str, Any] = job.request
-        deadline = time.monotonic() + int(
-            request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86_400)
-        )
-        volume = int(request.get("ResourceConfig", {}).get("VolumeSizeInGB", 30)) * 1024**3
-        try:
-            self.write_config(request)
-            budget = min(volume, settings.ANYJOB_LOCAL_MAX_CHANNEL_BYTES)
-            for channel in request.get("InputDataConfig", []):
-                uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
-                # Copied, not linked: the job may rewrite its input without touching the original.
-                staged = storage.stage_prefix(
-                    uri,
-                    self.ml / "input" / "data" / channel["ChannelName"],
-                    max_bytes=budget,
-                    link=False,
-                    role_arn=request.get("RoleArn"),
-                )
-                budget -= staged.bytes
-        except storage.StorageError as exc:
-            reason = f"ClientError: {exc}"
-            self.update(finish=(Status.FAILED, "Failed", reason[:FAILURE_REASON_MAX]))
-            return
-        if self.stop_requested.is_set():
-            self.finish_stopped("Stopped")
-            return
-        python = image.ensure_image_env(Path(settings.ANYJOB_IMAGE_ENV_ROOT))
-        self.update(advance=("Training",))
-        code, notes, stopped_by = self.train(request, python, deadline)
+        code, stopped_by = self.wait_for_container()
         if self.lost.is_set():
             return
-        if notes:
-            self.update(notes=notes)
         if stopped_by == "max_runtime":
             self.update(status=Status.STOPPING, stop_reason="max_runtime", advance=("Stopping",))
         self.update(advance=("Uploading",))
-        metrics = self.metrics
+        metrics = self.logs.final_metrics()
         try:
-            artifacts = self.upload(request)
+            artifacts = self.upload()
         except (storage.StorageError, OSError) as exc:
             reason = f"ClientError: could not upload the training artifacts: {exc}"
             self.update(final_metrics=metrics, finish=(Status.FAILED, "Failed", reason[:FAILURE_REASON_MAX]))
             return
-        if stopped_by or self.stop_requested.is_set():
+        if stopped_by:
             secondary = "MaxRuntimeExceeded" if stopped_by == "max_runtime" else "Stopped"
             self.update(
                 model_artifacts=artifacts, final_metrics=metrics, finish=(Status.STOPPED, secondary, "")
@@ -252,129 +358,41 @@ class Executor:
                 model_artifacts=artifacts, final_metrics=metrics, finish=(Status.FAILED, "Failed", reason)
             )
 
-    def finish_stopped(self, secondary: str) -> None:
-        from jobs.backends.local.models import Status
+    def wait_for_container(self) -> tuple[int, str]:
+        """Until the container exits; returns (exit code, "" | "user" | "max_runtime").
 
-        self.update(finish=(Status.STOPPED, secondary, ""))
-
-    def write_config(self, request: dict[str, Any]) -> None:
-        """The three config files exactly as SageMaker writes them."""
-        config = self.ml / "input" / "config"
-        config.mkdir(parents=True, exist_ok=True)
-        for sub in ("model", "output/data", "code", "input/data"):
-            (self.ml / sub).mkdir(parents=True, exist_ok=True)
-        (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
-        mode = request.get("AlgorithmSpecification", {}).get("TrainingInputMode", "File")
-        data_config = {}
-        for channel in request.get("InputDataConfig", []):
-            entry = {
-                "TrainingInputMode": channel.get("InputMode", mode),
-                "S3DistributionType": channel["DataSource"]["S3DataSource"].get(
-                    "S3DataDistributionType", "FullyReplicated"
-                ),
-                "RecordWrapperType": channel.get("RecordWrapperType", "None"),
-            }
-            if channel.get("ContentType"):
-                entry["ContentType"] = channel["ContentType"]
-            data_config[channel["ChannelName"]] = entry
-        (config / "inputdataconfig.json").write_text(json.dumps(data_config))
-        instance_type = request["ResourceConfig"]["InstanceType"]
-        hosts = ["algo-1"]
-        (config / "resourceconfig.json").write_text(
-            json.dumps(
-                {
-                    "current_host": "algo-1",
-                    "current_instance_type": instance_type,
-                    "current_group_name": "homogeneousCluster",
-                    "hosts": hosts,
-                    "instance_groups": [
-                        {
-                            "instance_group_name": "homogeneousCluster",
-                            "instance_type": instance_type,
-                            "hosts": hosts,
-                        }
-                    ],
-                    "network_interface_name": "eth0",
-                }
-            )
-        )
-
-    def sandbox_env(self, request: dict[str, Any], job_arn: str) -> dict[str, str]:
-        from django.conf import settings
-
-        from jobs.backends.local import image
-
-        env = {**image.IMAGE_ENV, **request.get("Environment", {})}
-        env["TRAINING_JOB_NAME"] = self.name
-        env["TRAINING_JOB_ARN"] = job_arn
-        env["ANYJOB_STOP_GRACE_SECONDS"] = f"{settings.ANYJOB_LOCAL_STOP_GRACE_SECONDS:g}"
-        if not request.get("EnableNetworkIsolation"):
-            # The role's credentials, as SageMaker gives a job its execution role's.
-            env.update({k: v for k, v in os.environ.items() if AWS_PASSTHROUGH.fullmatch(k)})
-        return env
-
-    def train(self, request: dict[str, Any], python: Path, deadline: float) -> tuple[int, list[str], str]:
-        """Run ``train`` in the sandbox; returns (exit code, notes, "" | "user" | "max_runtime")."""
-        from django.conf import settings
-
-        from jobs import storage
-        from jobs.backends.local import image, sandbox
-        from jobs.backends.local.models import LocalTrainingJob
-
-        job = LocalTrainingJob.objects.get(key=self.name.lower())
-        expose = list(image.runtime_paths(python))
-        code_uri = decode_hyperparameter(
-            request.get("HyperParameters", {}).get("sagemaker_submit_directory", "")
-        )
-        if code_uri.startswith("file://"):
-            expose.append(storage.parse(code_uri).path)
-        spec = sandbox.Sandbox(
-            job_dir=self.ml,
-            argv=[str(python), "-m", "anyjob_container", "train"],
-            env=self.sandbox_env(request, job.arn),
-            network=not request.get("EnableNetworkIsolation", False),
-            # The project's state (database, sockets, artifacts, other jobs) and the home
-            # folder (credentials) are invisible inside; only what the job needs shows.
-            hide=[Path(settings.VAR_DIR), Path(settings.ANYJOB_LOCAL_ROOT), Path.home()],
-            expose_ro=expose,
-            scratch_dir=self.job_root / "tmp",
-        )
-        proc = sandbox.SandboxedProcess.start(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        notes = [] if proc.isolated else [proc.note]
-        logs = LogWriter(job, f"{self.name}/algo-1-{int(time.time())}", request)
-        if notes:
-            logs.add(f"anyjob: {notes[0]}")
-        pump = threading.Thread(target=logs.pump, args=(proc.stdout,), name="log-pump", daemon=True)
-        pump.start()
+        A stop (or the max runtime) sends SIGTERM to the container, which forwards it to the
+        script; after the grace period everything in the sandbox is killed.
+        """
+        proc = self.proc
         stopped_by = ""
-        grace = settings.ANYJOB_LOCAL_STOP_GRACE_SECONDS
         kill_at = None
         while proc.wait(timeout=0.2) is None:
-            logs.flush_if_due()  # a quiet script's last lines still show within a second
+            self.logs.flush_if_due()  # a quiet script's last lines still show within a second
             if self.lost.is_set():
                 proc.kill()
                 continue
             if not stopped_by:
                 if self.stop_requested.is_set():
                     stopped_by = "user"
-                elif time.monotonic() > deadline:
+                elif time.monotonic() > self.deadline:
                     stopped_by = "max_runtime"
                 if stopped_by:
                     proc.terminate()
-                    kill_at = time.monotonic() + grace
+                    kill_at = time.monotonic() + self.plan["stop_grace_seconds"]
             elif kill_at is not None and time.monotonic() > kill_at:
                 proc.kill()
                 kill_at = None
-        pump.join(timeout=10)
-        logs.close()
-        self.metrics = logs.final_metrics()
-        return proc.returncode, notes, stopped_by
+        self.logs.wait_for_end()
+        if not stopped_by and self.stop_requested.is_set():
+            stopped_by = "user"  # asked while the container was finishing: SageMaker says Stopped
+        return proc.returncode, stopped_by
 
-    def upload(self, request: dict[str, Any]) -> str:
+    def upload(self) -> str:
         """Pack model/ and output/data/ and store them; returns the model.tar.gz URI."""
         from jobs import storage
 
-        prefix = request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + f"/{self.name}/output"
+        prefix = self.request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + f"/{self.name}/output"
         packed = self.job_root / "packed"
         packed.mkdir(exist_ok=True)
         for src, name in (
@@ -387,31 +405,38 @@ class Executor:
         return f"{prefix}/model.tar.gz"
 
     def failure_reason(self, code: int) -> str:
-        failure = self.ml / "output" / "failure"
         try:
-            text = failure.read_text(encoding="utf-8", errors="replace").strip()
+            text = (self.ml / "output" / "failure").read_text(encoding="utf-8", errors="replace").strip()
         except OSError:
             text = ""
         reason = f"AlgorithmError: {text}" if text else f"AlgorithmError: Exit Code: {code}"
         return reason[:FAILURE_REASON_MAX]
 
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if not os.environ.get("ANYJOB_LOCAL_KEEP_JOB_DIRS"):
+            shutil.rmtree(self.ml, ignore_errors=True)
+            shutil.rmtree(self.job_root / "packed", ignore_errors=True)
+            shutil.rmtree(self.job_root / "tmp", ignore_errors=True)
+
 
 class LogWriter:
-    """Keeps a job's output as log events, in batches, bounded, and picks out metrics."""
+    """A job's output as log events: kept in memory until the row is ``attach``-ed, then
+    written in batches, bounded to the newest ``max_events``; metrics picked out as it goes."""
 
-    def __init__(self, job: Any, stream: str, request: dict[str, Any]) -> None:
-        from django.conf import settings
-
-        self.job = job
+    def __init__(self, stream: str, request: dict[str, Any], max_events: int) -> None:
+        self.job: Any = None
         self.stream = stream
-        self.max_events = settings.ANYJOB_LOCAL_MAX_LOG_EVENTS
+        self.max_events = max_events
         self.pending: list[tuple[int, str]] = []
         self.seq = 0
         self.lock = threading.Lock()
         self.last_flush = time.monotonic()
-        definitions = request.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
+        self.ended = threading.Event()
         self.metric_res: list[tuple[str, re.Pattern[str]]] = []
-        for d in definitions:
+        for d in request.get("AlgorithmSpecification", {}).get("MetricDefinitions", []):
             try:
                 self.metric_res.append((d["Name"], re.compile(d["Regex"])))
             except re.error:
@@ -419,6 +444,10 @@ class LogWriter:
                     "metric %s: regex %r does not compile in Python; ignored", d.get("Name"), d.get("Regex")
                 )
         self.metrics: dict[str, tuple[float, int]] = {}
+
+    def attach(self, job: Any) -> None:
+        self.job = job
+        self.flush()
 
     def add(self, line: str) -> None:
         stamp = int(time.time() * 1000)
@@ -444,16 +473,24 @@ class LogWriter:
             self.flush()
 
     def pump(self, stream: Any) -> None:
-        from django.db import connection
-
         try:
             for raw in iter(stream.readline, b""):
                 self.add(raw.decode("utf-8", "replace").rstrip("\n"))
             self.flush()
         finally:
-            connection.close()
+            self.ended.set()
+            if self.job is not None:
+                from django.db import connection
+
+                connection.close()
+
+    def wait_for_end(self) -> None:
+        self.ended.wait(timeout=10)
+        self.flush()
 
     def flush(self) -> None:
+        if self.job is None:
+            return  # not written before the row is ours; memory holds it meanwhile
         from jobs.backends.local.models import LocalLogEvent
 
         with self.lock:
@@ -480,12 +517,7 @@ class LogWriter:
             if self.seq > self.max_events:
                 LocalLogEvent.objects.filter(job=self.job, seq__lte=self.seq - self.max_events).delete()
 
-    def close(self) -> None:
-        self.flush()
-
     def final_metrics(self) -> list[dict[str, Any]]:
-        from datetime import UTC, datetime
-
         return [
             {
                 "MetricName": name,
