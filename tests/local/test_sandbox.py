@@ -1,8 +1,10 @@
 """The sandbox runs the real container's ``train`` as SageMaker runs the image, and contains it.
 
 Every job here is a job directory laid out by hand (``code/`` holds the script, so nothing is
-fetched), run with the image environment's python. Paths that must be hidden live outside
-/tmp: the sandbox's /tmp is private anyway, which would make those checks prove nothing.
+fetched), run with the image environment's python. Paths that must be hidden live outside /tmp, /run
+and /opt (under the repository's var/, or /var/tmp when the repository itself is under /tmp,
+as a CI clone may be): the sandbox's are private anyway, which would make those checks prove
+nothing. What lives in them is visible only if exposed, whatever the repository's place.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -86,9 +89,28 @@ def job_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def outside_tmp() -> Iterator[Path]:
-    """A scratch folder outside /tmp (under the repository's ignored var/test-cache/)."""
-    path = REPO / "var" / "test-cache" / f"sandbox-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
+    """A scratch folder the sandbox does not make private, so only hiding hides it: under the
+    repository's ignored var/test-cache/, or /var/tmp if the repository is in a private place."""
+    for base in (REPO / "var" / "test-cache", Path("/var/tmp")):
+        if sandbox.is_private(base):
+            continue
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            path = Path(tempfile.mkdtemp(prefix="sandbox-", dir=base)).resolve()
+        except OSError:
+            continue
+        break
+    else:
+        pytest.skip("no writable folder outside /tmp, /run and /opt for paths to hide")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def in_tmp() -> Iterator[Path]:
+    """A scratch folder right under the machine's /tmp, which is private inside the sandbox."""
+    path = Path(tempfile.mkdtemp(prefix="anyjob-sandbox-", dir="/tmp")).resolve()
+    assert sandbox.is_private(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -198,6 +220,7 @@ def test_a_script_that_hard_codes_opt_ml_saves_its_model_into_the_job_directory(
 def test_tmp_is_private_and_the_root_is_read_only(job_dir: Path, image_python: Path) -> None:
     marker = f"/tmp/anyjob-sandbox-{uuid.uuid4().hex}"
     repo_file = REPO / f"anyjob-sandbox-{uuid.uuid4().hex}"
+    container_file = image.CONTAINER_DIR / f"anyjob-sandbox-{uuid.uuid4().hex}"  # exposed
     lay_out(
         job_dir,
         probe(
@@ -205,6 +228,7 @@ def test_tmp_is_private_and_the_root_is_read_only(job_dir: Path, image_python: P
             attempt("tmp", lambda: open({marker!r}, "w").write("inside"))
             attempt("etc", lambda: open("/etc/anyjob-sandbox-probe", "w").write("x"))
             attempt("repo", lambda: open({str(repo_file)!r}, "w").write("x"))
+            attempt("container", lambda: open({str(container_file)!r}, "w").write("x"))
             attempt("read", lambda: open("/etc/os-release").read()[:4])
             caps = [l for l in open("/proc/self/status") if l.startswith("CapEff")][0]
             results["caps"] = caps.split()[1]
@@ -216,8 +240,10 @@ def test_tmp_is_private_and_the_root_is_read_only(job_dir: Path, image_python: P
     assert proc.returncode == 0, out
     found = results(job_dir)
     assert found["tmp"] == len("inside") and not Path(marker).exists()
-    assert found["etc"] == found["repo"] == "OSError 30"  # EROFS
-    assert not repo_file.exists()
+    assert found["etc"] == found["container"] == "OSError 30"  # EROFS
+    if not sandbox.is_private(REPO):  # else the repository is not there: only what is exposed
+        assert found["repo"] == "OSError 30"
+    assert not repo_file.exists() and not container_file.exists()
     assert found["read"] == "PRET"  # the machine's files are readable, as an image's are
     assert int(found["caps"], 16) == 0, "no capabilities: nothing can be remounted"
 
@@ -280,6 +306,34 @@ def test_hidden_paths_look_empty_and_their_unix_sockets_are_unreachable(
     assert hidden["lone"] == "OSError 13"  # EACCES: /dev/null on a nodev mount
     assert hidden["redis"] == "OSError 2"
     assert hidden["store"] == ["sourcedir.tar.gz"] and hidden["code"] == "this job's code"
+
+
+@needs_bwrap
+def test_what_is_exposed_from_the_private_tmp_shows_read_only_and_nothing_else_there_does(
+    job_dir: Path, image_python: Path, in_tmp: Path
+) -> None:
+    exposed = in_tmp / "store"
+    exposed.mkdir()
+    (exposed / "sourcedir.tar.gz").write_text("this job's code")
+    (in_tmp / "other-sourcedir.tar.gz").write_text("someone else's code")
+    lay_out(
+        job_dir,
+        probe(
+            f"""
+            attempt("list", lambda: sorted(os.listdir({str(in_tmp)!r})))
+            attempt("code", lambda: open({str(exposed / "sourcedir.tar.gz")!r}).read())
+            attempt("write", lambda: open({str(exposed / "new")!r}, "w").write("x"))
+            attempt("other", lambda: open({str(in_tmp / "other-sourcedir.tar.gz")!r}).read())
+            """
+        ),
+    )
+    spec = train_spec(job_dir, image_python)
+    proc, out = run(dataclasses.replace(spec, expose_ro=[*spec.expose_ro, exposed]))
+    assert proc.returncode == 0, out
+    found = results(job_dir)
+    assert found["list"] == ["store"] and found["code"] == "this job's code"
+    assert found["write"] == "OSError 30" and not (exposed / "new").exists()
+    assert found["other"] == "OSError 2"
 
 
 @needs_bwrap
@@ -469,7 +523,10 @@ def test_no_descriptor_of_ours_leaks_into_the_job(
     os.set_inheritable(leak, True)
     try:
         listing = "import os; print(sorted(os.listdir('/proc/self/fd'), key=int))"
-        proc, out = run(Sandbox(job_dir, [str(image_python), "-c", listing]))
+        spec = Sandbox(
+            job_dir, [str(image_python), "-c", listing], expose_ro=image.runtime_paths(image_python)
+        )
+        proc, out = run(spec)
     finally:
         os.close(leak)
     assert proc.returncode == 0, out
@@ -535,25 +592,32 @@ def test_without_isolation_kill_still_gets_every_child(
 # -- the command line --------------------------------------------------------------------------
 
 
-def test_the_command_line_hides_files_and_directories_and_exposes_only_inside_hidden_ones(
-    outside_tmp: Path,
+def test_the_command_line_hides_files_and_directories_and_exposes_only_inside_hidden_or_private_ones(
+    outside_tmp: Path, in_tmp: Path
 ) -> None:
     var = outside_tmp / "var"
     (var / "image").mkdir(parents=True)
     (var / "image" / "secret").mkdir()
     (var / "db.sqlite3").write_text("")
+    (outside_tmp / "visible").mkdir()
+    container = image.CONTAINER_DIR
     spec = Sandbox(
         outside_tmp,
         ["python"],
         hide=[var, var / "db.sqlite3", var / "image" / "secret", outside_tmp / "missing"],
-        expose_ro=[var / "image", REPO / "container"],
+        expose_ro=[var / "image", outside_tmp / "visible", in_tmp, container],
     )
     argv = sandbox.bwrap_argv(spec)
     line = " ".join(argv)
     assert argv[:5] == ["bwrap", "--ro-bind", "/", "/", "--dev"]
     assert f"--tmpfs {var} " in line and f"--ro-bind /dev/null {var}/db.sqlite3" in line
     assert f"--ro-bind {var}/image {var}/image" in line
-    assert str(REPO / "container") not in line, "visible already: nothing to bind"
+    assert str(outside_tmp / "visible") not in line, "visible already: nothing to bind"
+    assert f"--ro-bind {in_tmp} {in_tmp}" in line, "under the private /tmp: bound back"
+    if sandbox.is_private(container):  # the repository is under /tmp (a CI clone)
+        assert f"--ro-bind {container} {container}" in line
+    else:
+        assert str(container) not in line, "visible already: nothing to bind"
     assert "missing" not in line
     # the secret inside the exposed folder is covered again, after the exposure
     assert line.rindex(f"--tmpfs {var}/image/secret") > line.index(f"--ro-bind {var}/image")
@@ -562,3 +626,5 @@ def test_the_command_line_hides_files_and_directories_and_exposes_only_inside_hi
     assert "--unshare-net" not in sandbox.bwrap_argv(Sandbox(outside_tmp, ["python"], network=True))
     with pytest.raises(SandboxError, match="cannot expose"):
         sandbox.bwrap_argv(Sandbox(outside_tmp, ["python"], hide=[var], expose_ro=[var / "nothing"]))
+    with pytest.raises(SandboxError, match="it is private there"):
+        sandbox.bwrap_argv(Sandbox(outside_tmp, ["python"], expose_ro=[Path("/tmp")]))

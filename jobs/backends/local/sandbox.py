@@ -5,10 +5,11 @@ so scripts that hard-code ``/opt/ml`` work); ``/tmp``, ``/run`` and ``/opt`` are
 tmpfs (``/opt``'s own entries are bound back read-only, so the machine's pip configuration
 still finds ``/opt/wheels`` and the like); every ``hide`` path is covered (a directory by an
 empty tmpfs, a file or unix socket by ``/dev/null``) and every ``expose_ro`` path inside a
-hidden one is bound back read-only. The sandbox has its own PID and IPC namespaces, no
-capabilities, a new session (no ``TIOCSTI`` into our terminal), and its own network namespace
-with only a loopback interface when the job asks for network isolation. It dies with our
-process (bubblewrap's ``--die-with-parent``).
+hidden or private one (so the image environment, ``container/`` and the code still show when
+the repository lives under ``/tmp``) is bound back read-only. The sandbox has its own PID and
+IPC namespaces, no capabilities, a new session (no ``TIOCSTI`` into our terminal), and its own
+network namespace with only a loopback interface when the job asks for network isolation. It
+dies with our process (bubblewrap's ``--die-with-parent``).
 
 Where bubblewrap is missing, cannot create namespaces here, or ``ANYJOB_SANDBOX=none``, the
 same command runs directly with ``SAGEMAKER_BASE_DIR`` pointing at the job directory, and the
@@ -47,8 +48,10 @@ ML = "/opt/ml"
 #: Where ``requirements.txt`` installs inside the sandbox: the root is read-only, /tmp is not.
 SANDBOX_PIP_TARGET = "/tmp/anyjob-site"
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: Places that are private tmpfs inside the sandbox: host paths under them are not visible.
-PRIVATE_DIRS = (Path("/tmp"), Path("/run"))
+#: Places that are private tmpfs inside the sandbox: host paths under them are not visible as
+#: they are, so an exposed path there is always bound (/opt's entries are bound back, but an
+#: exposed path under /opt gets its own bind all the same: it never depends on that listing).
+PRIVATE_DIRS = (Path("/tmp"), Path("/run"), Path("/opt"))
 MODES = ("auto", "bwrap", "none")
 INFO_TIMEOUT = 30.0
 PR_SET_PDEATHSIG = 1
@@ -67,10 +70,12 @@ class Sandbox:
     ``job_dir`` becomes ``/opt/ml``; ``argv`` runs with exactly ``env`` plus defaults for
     ``PATH``, ``HOME`` and ``LANG``, and with ``SAGEMAKER_BASE_DIR`` and ``ANYJOB_PIP_TARGET``
     set by the sandbox. ``network=False`` is ``EnableNetworkIsolation``. ``hide`` lists host
-    paths that must look empty (missing ones are skipped); ``expose_ro`` lists paths inside
-    hidden ones (or under ``/tmp``, ``/run``) to bind back read-only, such as the image
-    environment. ``scratch_dir`` is only for runs without isolation: the private ``/tmp``
-    stand-in (default ``<job_dir>/.anyjob-tmp``, removed when the command ends).
+    paths that must look empty (missing ones are skipped); ``expose_ro`` lists what the command
+    needs, such as the image environment: those inside hidden ones or under ``/tmp``, ``/run``
+    or ``/opt`` are bound back read-only (the rest is visible already), and none may be under
+    ``/opt/ml`` or be a private folder itself. ``scratch_dir`` is only for runs without
+    isolation: the private ``/tmp`` stand-in (default ``<job_dir>/.anyjob-tmp``, removed when
+    the command ends).
     """
 
     job_dir: Path
@@ -164,6 +169,17 @@ def _inside(path: Path, parents: list[Path]) -> bool:
     return any(path == p or p in path.parents for p in parents)
 
 
+def private_dirs() -> list[Path]:
+    """``PRIVATE_DIRS`` as real paths (and as named, where one is a symlink)."""
+    return list(dict.fromkeys([*PRIVATE_DIRS, *(_real(p) for p in PRIVATE_DIRS)]))
+
+
+def is_private(path: Path | str) -> bool:
+    """Whether the host path ``path`` lies in a place that is private inside the sandbox, so
+    that it shows there only if exposed."""
+    return _inside(_real(path), private_dirs())
+
+
 def _cover(path: Path) -> list[str]:
     """bwrap arguments that make ``path`` look empty, or nothing if it does not exist."""
     if path.is_dir():
@@ -208,10 +224,15 @@ def bwrap_argv(spec: Sandbox, *, bwrap: str = "bwrap", info_fd: int | None = Non
     args += _opt_entries() + _run_links()
     for path in hidden:
         args += _cover(path)
+    private = private_dirs()
     for path in exposed:
         if not path.exists():
             raise SandboxError(f"cannot expose {path} to the sandbox: it does not exist")
-        if _inside(path, hidden + list(PRIVATE_DIRS)):  # elsewhere it is visible already
+        if _inside(path, [Path(ML), _real(ML)]):
+            raise SandboxError(f"cannot expose {path} to the sandbox: {ML} is the job directory there")
+        if path in private:
+            raise SandboxError(f"cannot expose {path} to the sandbox: it is private there")
+        if _inside(path, hidden + private):  # elsewhere it is visible already
             args += ["--ro-bind", str(path), str(path)]
     for path in hidden:  # a hidden path inside an exposed one stays hidden
         if any(p != path and p in path.parents for p in exposed):
