@@ -74,3 +74,20 @@ def moto_s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+def wait_for_file(path, timeout: float = 15) -> None:
+    """Until ``path`` exists (a process under test signals progress by writing it)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """Running, that is: zombies waiting for a reaper count as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

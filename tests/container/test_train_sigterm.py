@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.container.support import EXAMPLES, container_env, write_config
+from tests.servers import alive, wait_for_file
 
 
 def start_training(
@@ -33,21 +33,6 @@ def start_training(
     )
 
 
-def wait_for(path: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 GRACEFUL = """
 import os, signal, sys, time
 model = os.environ["SM_MODEL_DIR"]
@@ -67,7 +52,7 @@ def test_sigterm_reaches_the_script_which_can_save_its_model(tmp_path: Path) -> 
     (src / "train.py").write_text(GRACEFUL)
     base = tmp_path / "ml"
     proc = start_training(base, src)
-    wait_for(base / "model" / "started")
+    wait_for_file(base / "model" / "started")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
     assert (base / "model" / "saved-on-stop").read_text() == "checkpoint"
@@ -84,7 +69,7 @@ def test_a_script_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path
     )
     base = tmp_path / "ml"
     proc = start_training(base, src, extra_env={"ANYJOB_STOP_GRACE_SECONDS": "1"})
-    wait_for(base / "model" / "started")
+    wait_for_file(base / "model" / "started")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=20)
@@ -104,7 +89,7 @@ def test_children_that_ignore_sigterm_die_with_the_job(tmp_path: Path) -> None:
     )
     base = tmp_path / "ml"
     proc = start_training(base, src, extra_env={"ANYJOB_STOP_GRACE_SECONDS": "1"})
-    wait_for(base / "model" / "child")
+    wait_for_file(base / "model" / "child")
     time.sleep(0.1)
     child_pid = int((base / "model" / "child").read_text())
     assert alive(child_pid)

@@ -31,6 +31,7 @@ from jobs.backends.local import image, sandbox
 from jobs.backends.local.sandbox import Sandbox, SandboxedProcess, SandboxError
 from tests.container.support import make_wheel, write_config
 from tests.local.conftest import IMAGE_ENV_ROOT, REPO
+from tests.servers import alive, wait_for_file
 
 needs_bwrap = pytest.mark.skipif(
     not sandbox.bwrap_available(),
@@ -153,22 +154,6 @@ def run(spec: Sandbox, timeout: float = 60) -> tuple[SandboxedProcess, str]:
         proc.wait()
         pytest.fail(f"the job ran over {timeout} s:\n{log.read_text()}")
     return proc, log.read_text(errors="replace")
-
-
-def wait_for(path: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    """Running, that is: zombies waiting for a reaper count as dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def all_dead(pids: list[int], timeout: float = 10) -> bool:
@@ -381,7 +366,7 @@ def test_terminate_reaches_the_user_scripts_handler_through_the_container(
     lay_out(job_dir, GRACEFUL)
     proc = SandboxedProcess.start(train_spec(job_dir, image_python), stdout=subprocess.PIPE)
     with proc:
-        wait_for(job_dir / "model" / "started")
+        wait_for_file(job_dir / "model" / "started")
         payload = proc.payload_pid()
         assert payload is not None and payload != proc.pid
         assert "anyjob_container" in Path(f"/proc/{payload}/cmdline").read_text()
@@ -399,7 +384,7 @@ def test_kill_leaves_no_process_of_the_sandbox_alive(job_dir: Path, image_python
     lay_out(job_dir, STUBBORN)
     proc = SandboxedProcess.start(train_spec(job_dir, image_python), stdout=subprocess.DEVNULL)
     with proc:
-        wait_for(job_dir / "model" / "started")
+        wait_for_file(job_dir / "model" / "started")
         time.sleep(0.2)
         pids = proc.pids()
         # bwrap's init, the container, the script, two shells and two sleeps
@@ -415,7 +400,7 @@ def test_kill_leaves_no_process_of_the_sandbox_alive(job_dir: Path, image_python
 def test_killing_bwrap_itself_kills_the_whole_namespace(job_dir: Path, image_python: Path) -> None:
     lay_out(job_dir, STUBBORN)
     with SandboxedProcess.start(train_spec(job_dir, image_python), stdout=subprocess.DEVNULL) as proc:
-        wait_for(job_dir / "model" / "started")
+        wait_for_file(job_dir / "model" / "started")
         time.sleep(0.2)
         pids = proc.pids()
         os.kill(proc.pid, signal.SIGKILL)
@@ -433,7 +418,7 @@ def test_a_sandbox_started_from_a_thread_outlives_that_thread(job_dir: Path, ima
     thread.start()
     thread.join()
     with started[0] as proc:
-        wait_for(job_dir / "model" / "started")
+        wait_for_file(job_dir / "model" / "started")
         time.sleep(0.3)
         assert proc.poll() is None
 
@@ -580,7 +565,7 @@ def test_without_isolation_kill_still_gets_every_child(
     monkeypatch.setenv("ANYJOB_SANDBOX", "none")
     lay_out(job_dir, STUBBORN)
     with SandboxedProcess.start(train_spec(job_dir, image_python), stdout=subprocess.DEVNULL) as proc:
-        wait_for(job_dir / "model" / "started")
+        wait_for_file(job_dir / "model" / "started")
         time.sleep(0.2)
         pids = proc.pids()
         assert len(pids) >= 4, pids
