@@ -30,11 +30,9 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/serve_throughput.py
 	$(BIN)/python bench/local_job_overhead.py
 
+# Embedded Redis, one Celery worker + beat and the web server on 127.0.0.1:8000 (webapp/run.py).
 run: $(STAMP)
-	@echo "anyjob: the dashboard is not built yet (it arrives with the dashboard issue)."
-	@echo "Today you can run the generic container directly, for example:"
-	@echo "  SAGEMAKER_BASE_DIR=/some/dir $(BIN)/python -m anyjob_container train"
-	@echo "(with PYTHONPATH=container); see README.md."
+	$(BIN)/python -m webapp.run
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

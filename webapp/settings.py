@@ -96,6 +96,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -103,6 +107,33 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("ANYJOB_LOG_LEVEL", "INFO")},
 }
+
+# --- Celery (webapp/celery.py reads every CELERY_* setting below) -------------------------
+#: The embedded default is the private redis-server `make run` starts (webapp/run.py) on a unix
+#: socket in var/: sandboxed jobs cannot see var/, while a TCP port on loopback would be
+#: reachable from them. At team scale, REDIS_URL names any Redis (redis://host:6379/0).
+ANYJOB_REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
+REDIS_URL = env_str("REDIS_URL", f"redis+socket://{ANYJOB_REDIS_SOCKET}")
+CELERY_BROKER_URL = REDIS_URL
+# Results are kept (for an hour) only for the callers that wait on one, such as the tests'
+# round trip; the state of a job lives in the database, never in a task result.
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = 3600
+# JSON only: tasks take primary keys and plain values, never pickles.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+# Ack early. Tasks are short and none waits for a training job; on Redis a late-acked task
+# that outlives visibility_timeout is delivered again and runs twice. Messages lost with a
+# killed worker are re-sent from the database by the periodic sweep (DESIGN.md, "Data flow";
+# it arrives with the dashboard's tasks), so broker_transport_options keep kombu's defaults:
+# visibility_timeout 1 h, unacked_restore_interval 10 s. Keep any countdown/ETA under that
+# hour, or kombu delivers the task a second time.
+CELERY_TASK_ACKS_LATE = False
+# Reserve one message per worker process at a time, so a slow task never holds others back.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- anyjob ----------------------------------------------------------------------------
 #: Where jobs run: "local" (the embedded SageMaker emulator) or "sagemaker" (AWS).

@@ -10,9 +10,6 @@ import functools
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-
 if TYPE_CHECKING:  # the package stays light: Django imports it to load the local app
     from jobs.backends.base import Backend
 
@@ -22,6 +19,10 @@ BACKENDS = {
 
 
 def backend_class(name: str) -> type[Backend]:
+    # Django is imported here, not above: a local job's process imports this package before
+    # it sets Django up, and must not wait for it.
+    from django.core.exceptions import ImproperlyConfigured
+
     try:
         path = BACKENDS[name]
     except KeyError:
@@ -34,4 +35,6 @@ def backend_class(name: str) -> type[Backend]:
 
 @functools.cache
 def get_backend() -> Backend:
+    from django.conf import settings
+
     return backend_class(settings.ANYJOB_BACKEND)()
