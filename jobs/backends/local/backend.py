@@ -150,8 +150,9 @@ def describe(job: LocalTrainingJob) -> dict[str, Any]:
         ),
         "EnableManagedSpotTraining": bool(req.get("EnableManagedSpotTraining", False)),
     }
-    for key in ("Environment", "VpcConfig", "CheckpointConfig", "Tags", "RetryStrategy"):
-        if key in req and key != "Tags":
+    # (Tags are not part of DescribeTrainingJob's answer: ListTags returns them.)
+    for key in ("Environment", "VpcConfig", "CheckpointConfig", "RetryStrategy"):
+        if key in req:
             out[key] = req[key]
     if job.failure_reason:
         out["FailureReason"] = job.failure_reason
