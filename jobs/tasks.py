@@ -1,9 +1,281 @@
-"""Celery tasks: short, JSON arguments, acked early (see the Celery block in settings)."""
+"""Celery tasks: short, JSON arguments, acked early (see the Celery block in settings).
 
+Each task takes ids, is idempotent and keeps the job's state in the database; every status
+change is an update-where on the status it expects (a row that moved on is left alone).
+
+- ``submit_job``: Pending|SubmitFailed → Submitting → InProgress|SubmitFailed. A retry after
+  a lost answer meets ``ResourceInUse`` and continues as submitted.
+- ``poll_jobs`` (beat, every 2 s): one list call for what changed since the watermark,
+  a describe only for jobs whose status or LastModifiedTime changed.
+- ``stop_job``: the backend's stop; the poller records Stopping → Stopped.
+- ``sweep_pending`` (beat, every 60 s): re-sends submissions whose message was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
 from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from jobs import storage
+from jobs.backends import get_backend
+from jobs.models import PollState, TrainingJob
+from jobs.requests import build_training_request
+
+log = logging.getLogger(__name__)
+Status = TrainingJob.Status
+
+#: Errors worth trying again: the service is busy or the network failed.
+THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+#: The watermark is moved back by this much: clocks and commits are not perfectly ordered.
+WATERMARK_MARGIN = timedelta(seconds=60)
+PENDING_SWEEP_AFTER = timedelta(seconds=60)
+#: A Submitting row this old lost its worker; resubmitting is safe (ResourceInUse continues).
+SUBMITTING_SWEEP_AFTER = timedelta(minutes=10)
+#: Rows the poller updates: the backend has (or may have) the job.
+POLLED = (Status.SUBMITTING, Status.IN_PROGRESS, Status.STOPPING)
+
+
+class TransientError(Exception):
+    """A backend call that may succeed when tried again (throttling, network)."""
+
+
+RETRY = {
+    "autoretry_for": (TransientError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
 
 
 @shared_task
 def ping() -> str:
     """Answer ``"pong"``: proves a worker consumes from the broker (tests, health checks)."""
     return "pong"
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:1000]
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        return _code(exc) in THROTTLING_CODES
+    network = EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | ConnectTimeoutError
+    return isinstance(exc, network)
+
+
+def _move(pk: int, frm: tuple[str, ...] | str, to: str, **fields: Any) -> bool:
+    """Update-where: set ``status=to`` (and ``fields``) only if the status is still ``frm``."""
+    statuses = (frm,) if isinstance(frm, str) else frm
+    updated = TrainingJob.objects.filter(pk=pk, status__in=statuses).update(
+        status=to, updated_at=timezone.now(), **fields
+    )
+    return updated == 1
+
+
+def enqueue_submit(job: TrainingJob) -> None:
+    """Send ``submit_job`` once the current transaction commits (never for a rolled-back row)."""
+    pk = job.pk
+    transaction.on_commit(lambda: submit_job_task.delay(pk))
+
+
+@shared_task(name="jobs.submit_job", **RETRY)
+def submit_job(job_id: int) -> str:
+    """Submit one job to the backend; returns what happened (for logs and tests)."""
+    job = TrainingJob.objects.filter(pk=job_id).first()
+    if job is None:
+        return "missing"
+    if not _move(job.pk, (Status.PENDING, Status.SUBMIT_FAILED), Status.SUBMITTING, error=""):
+        return "taken"
+    backend = get_backend()
+    try:
+        if not job.source_uri or not storage.exists(job.source_uri):
+            where = job.source_uri or "(none)"
+            raise ValueError(f"the code bundle {where} is missing: upload the code again")
+        request = build_training_request(
+            job,
+            code_uri=job.source_uri,
+            image=settings.ANYJOB_TRAINING_IMAGE,
+            role_arn=settings.ANYJOB_ROLE_ARN,
+            region=settings.ANYJOB_REGION,
+            default_output_path=f"{settings.ANYJOB_ARTIFACT_STORE.rstrip('/')}/output",
+        )
+        TrainingJob.objects.filter(pk=job.pk).update(request=request)
+        try:
+            backend.create_training_job(request)
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUse":
+                raise
+            # A retry after a lost answer: the job is ours if the backend has it.
+            backend.describe_training_job(job.name)
+            log.info("submit_job %s: already created, continuing", job.name)
+    except Exception as exc:
+        if _transient(exc):
+            _move(job.pk, Status.SUBMITTING, Status.PENDING)
+            raise TransientError(_one_line(exc)) from exc
+        # The job row is never deleted: it says why, and can be resubmitted.
+        _move(job.pk, Status.SUBMITTING, Status.SUBMIT_FAILED, error=_one_line(exc))
+        if not isinstance(exc, ClientError | ParamValidationError | ValueError):
+            raise
+        return "failed"
+    now = timezone.now()
+    _move(job.pk, Status.SUBMITTING, Status.IN_PROGRESS, submitted_at=now)
+    return "submitted"
+
+
+submit_job_task = submit_job
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _store_description(job: TrainingJob, described: dict[str, Any]) -> None:
+    """Record a ``DescribeTrainingJob`` answer on the row (update-where it is still followed)."""
+    status = described["TrainingJobStatus"]
+    fields: dict[str, Any] = {
+        "secondary_status": described.get("SecondaryStatus", ""),
+        "transitions": _jsonable(described.get("SecondaryStatusTransitions", [])),
+        "failure_reason": described.get("FailureReason", ""),
+        "final_metrics": _jsonable(described.get("FinalMetricDataList", [])),
+        "model_artifacts": (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts", ""),
+        "creation_time": described.get("CreationTime"),
+        "training_start_time": described.get("TrainingStartTime"),
+        "training_end_time": described.get("TrainingEndTime"),
+        "billable_seconds": described.get("BillableTimeInSeconds"),
+        "last_modified": described.get("LastModifiedTime"),
+    }
+    if status == Status.FAILED:
+        fields["failure_text"] = _failure_text(job.name)
+    if job.submitted_at is None:
+        fields["submitted_at"] = described.get("CreationTime") or timezone.now()
+    _move(job.pk, POLLED, status, **fields)
+
+
+def _failure_text(name: str) -> str:
+    try:
+        data = get_backend().read_artifact_file(name, "output", "failure")
+    except (storage.StorageError, ClientError) as exc:
+        log.info("no failure file for %s: %s", name, exc)
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+def refresh_job(job: TrainingJob) -> None:
+    """Describe one job and store what the backend says (a job it does not know is left)."""
+    try:
+        described = get_backend().describe_training_job(job.name)
+    except ClientError as exc:
+        if _code(exc) == "ValidationException":
+            return
+        raise
+    _store_description(job, described)
+
+
+@shared_task(name="jobs.poll_jobs", **RETRY)
+def poll_jobs() -> int:
+    """One pass of the poller; returns how many jobs were described."""
+    state = PollState.get()
+    watermark = state.watermark
+    if watermark is None:
+        oldest = TrainingJob.objects.filter(status__in=POLLED).order_by("created_at").first()
+        watermark = oldest.created_at if oldest else timezone.now()
+    backend = get_backend()
+    params: dict[str, Any] = {"LastModifiedTimeAfter": watermark - WATERMARK_MARGIN, "MaxResults": 100}
+    summaries: list[dict[str, Any]] = []
+    try:
+        while True:
+            page = backend.list_training_jobs(**params)
+            summaries.extend(page.get("TrainingJobSummaries", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+            params["NextToken"] = token
+    except Exception as exc:
+        if _transient(exc):
+            raise TransientError(_one_line(exc)) from exc
+        raise
+    by_name = {s["TrainingJobName"]: s for s in summaries}
+    rows = TrainingJob.objects.filter(name__in=list(by_name), status__in=POLLED)
+    described = 0
+    for job in rows:
+        summary = by_name[job.name]
+        changed = summary.get("LastModifiedTime")
+        if job.status == summary["TrainingJobStatus"] and job.last_modified == changed:
+            continue
+        refresh_job(job)
+        described += 1
+    newest = max((s["LastModifiedTime"] for s in summaries if s.get("LastModifiedTime")), default=None)
+    if newest is not None and (state.watermark is None or newest > state.watermark):
+        PollState.objects.filter(pk=state.pk).update(watermark=newest)
+    elif state.watermark is None:
+        PollState.objects.filter(pk=state.pk).update(watermark=watermark)
+    return described
+
+
+@shared_task(name="jobs.stop_job", **RETRY)
+def stop_job(job_id: int) -> str:
+    """Stop a job: one never submitted is Stopped at once; a running one asks the backend."""
+    job = TrainingJob.objects.filter(pk=job_id).first()
+    if job is None:
+        return "missing"
+    if _move(job.pk, (Status.PENDING, Status.SUBMIT_FAILED), Status.STOPPED):
+        return "stopped"
+    if job.status in TrainingJob.FINAL:
+        return job.status
+    try:
+        get_backend().stop_training_job(job.name)
+    except ClientError as exc:
+        if _transient(exc):
+            raise TransientError(_one_line(exc)) from exc
+        if _code(exc) != "ValidationException":
+            raise
+        refresh_job(job)  # already final (or unknown): record what the backend says
+        return "refreshed"
+    _move(job.pk, Status.IN_PROGRESS, Status.STOPPING)
+    return "stopping"
+
+
+@shared_task(name="jobs.sweep_pending")
+def sweep_pending() -> int:
+    """Re-send ``submit_job`` for jobs Pending too long (a lost message); returns how many."""
+    now = timezone.now()
+    stuck = TrainingJob.objects.filter(
+        status=Status.SUBMITTING, updated_at__lt=now - SUBMITTING_SWEEP_AFTER
+    ).values_list("pk", flat=True)
+    for pk in list(stuck):
+        _move(pk, Status.SUBMITTING, Status.PENDING)
+    pending = list(
+        TrainingJob.objects.filter(
+            status=Status.PENDING, updated_at__lt=now - PENDING_SWEEP_AFTER
+        ).values_list("pk", flat=True)
+    )
+    for pk in pending:
+        submit_job_task.delay(pk)
+    return len(pending)

@@ -134,12 +134,22 @@ CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The poller and the sweep; each message expires before the next one is due, so a backlog
+# (a worker down for a while) never turns into a burst of stale polls.
+CELERY_BEAT_SCHEDULE = {
+    "poll-jobs": {"task": "jobs.poll_jobs", "schedule": 2.0, "options": {"expires": 1.5}},
+    "sweep-pending": {"task": "jobs.sweep_pending", "schedule": 60.0, "options": {"expires": 50}},
+}
 
 # --- anyjob ----------------------------------------------------------------------------
 #: Where jobs run: "local" (the embedded SageMaker emulator) or "sagemaker" (AWS).
 ANYJOB_BACKEND = env_str("ANYJOB_BACKEND", "local")
 #: The region requests name (the local backend uses it in ARNs too).
 ANYJOB_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+#: The generic training image every job runs (the code comes in sagemaker_submit_directory).
+ANYJOB_TRAINING_IMAGE = env_str("ANYJOB_TRAINING_IMAGE", "anyjob/generic:latest")
+#: The execution role jobs run as (the local backend accepts the placeholder).
+ANYJOB_ROLE_ARN = env_str("ANYJOB_ROLE_ARN", "arn:aws:iam::000000000000:role/anyjob-local")
 #: Default output path for artifacts (s3://bucket/prefix or file:///path).
 ANYJOB_ARTIFACT_STORE = env_str("ANYJOB_ARTIFACT_STORE", (VAR_DIR / "artifacts").as_uri())
 

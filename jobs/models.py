@@ -1,0 +1,105 @@
+"""The dashboard's own state: training jobs as submitted, and the poller's watermark.
+
+Job state lives here; Redis holds only messages (DESIGN.md, "Data flow").
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class TrainingJob(models.Model):
+    """One training job, from the form to its final state.
+
+    ``name`` is the SageMaker ``TrainingJobName``, fixed at creation. ``request`` is the exact
+    ``CreateTrainingJob`` request sent (empty until submitted).
+
+    Allowed status transitions (each one an update-where on the current status):
+
+    - Pending → Submitting (a worker took the job) ;
+    - SubmitFailed → Submitting (resubmitted) ;
+    - Submitting → InProgress (the backend accepted it, or already had it: ``ResourceInUse``) ;
+    - Submitting → SubmitFailed (the backend refused it; ``error`` says why, in one line) ;
+    - InProgress → Completed | Failed | Stopping | Stopped (as the poller sees it) ;
+    - Stopping → Stopped | Completed | Failed.
+
+    Completed, Failed and Stopped are final. A job row is never deleted by the workers.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "Pending"
+        SUBMITTING = "Submitting"
+        SUBMIT_FAILED = "SubmitFailed"
+        IN_PROGRESS = "InProgress"
+        COMPLETED = "Completed"
+        FAILED = "Failed"
+        STOPPING = "Stopping"
+        STOPPED = "Stopped"
+
+    FINAL = (Status.COMPLETED, Status.FAILED, Status.STOPPED)
+    #: Statuses the backend knows about: the poller follows these.
+    RUNNING = (Status.IN_PROGRESS, Status.STOPPING)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="training_jobs"
+    )
+    name = models.CharField(max_length=63, unique=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones"
+    )
+
+    entry_point = models.CharField(max_length=255)
+    source_sha256 = models.CharField(max_length=64, blank=True)
+    source_uri = models.CharField(max_length=1024, blank=True)
+    #: ``[{"key", "value", "type": "string"|"number"|"boolean"|"json"}]``
+    hyperparameters = models.JSONField(default=list, blank=True)
+    #: ``[{"name", "uri", "content_type", "input_mode"}]``
+    channels = models.JSONField(default=list, blank=True)
+    instance_type = models.CharField(max_length=64, default="ml.m5.large")
+    instance_count = models.PositiveIntegerField(default=1)
+    volume_size_gb = models.PositiveIntegerField(default=1)
+    max_runtime_seconds = models.PositiveIntegerField(default=3600)
+    output_path = models.CharField(max_length=1024, blank=True)
+    environment = models.JSONField(default=dict, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    network_isolation = models.BooleanField(default=False)
+    request = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.CharField(max_length=1000, blank=True)
+    secondary_status = models.CharField(max_length=64, blank=True)
+    transitions = models.JSONField(default=list, blank=True)
+    failure_reason = models.TextField(blank=True)
+    failure_text = models.TextField(blank=True)
+    final_metrics = models.JSONField(default=list, blank=True)
+    model_artifacts = models.CharField(max_length=1024, blank=True)
+
+    creation_time = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    training_start_time = models.DateTimeField(null=True, blank=True)
+    training_end_time = models.DateTimeField(null=True, blank=True)
+    billable_seconds = models.PositiveIntegerField(null=True, blank=True)
+    last_modified = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["owner", "created_at"]),
+            models.Index(fields=["created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class PollState(models.Model):
+    """A single row (pk 1): the ``LastModifiedTime`` up to which the poller has seen changes."""
+
+    watermark = models.DateTimeField(null=True, blank=True)
+
+    @classmethod
+    def get(cls) -> PollState:
+        return cls.objects.get_or_create(pk=1)[0]

@@ -1,0 +1,127 @@
+"""The ``CreateTrainingJob`` request for a ``TrainingJob``: a pure function, no I/O.
+
+Hyperparameters are JSON-encoded as the SageMaker Python SDK does for framework estimators
+(the container decodes each value with ``json.loads``): a string ``abc`` → ``"abc"``, a number
+→ ``5`` or ``0.1``, a boolean → ``true``/``false``, a JSON value → compact JSON. The reserved
+``sagemaker_*`` hyperparameters, which tell the generic image what to run, are encoded the same.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: The container's log level, as the SDK sends it (logging.INFO).
+CONTAINER_LOG_LEVEL = 20
+RESERVED = (
+    "sagemaker_program",
+    "sagemaker_submit_directory",
+    "sagemaker_job_name",
+    "sagemaker_region",
+    "sagemaker_container_log_level",
+)
+TYPES = ("string", "number", "boolean", "json")
+
+
+def encode_hyperparameter(value: Any, kind: str) -> str:
+    """One user hyperparameter as the string SageMaker carries. ``ValueError`` if it does not
+    fit its type."""
+    if kind == "string":
+        return json.dumps(str(value))
+    if kind == "number":
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a number")
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise ValueError(f"{value!r} is not a number") from None
+        if not isinstance(value, int | float) or value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value!r} is not a finite number")
+        return json.dumps(value)
+    if kind == "boolean":
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false"):
+                raise ValueError(f"{value!r} is not true or false")
+            return lowered
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true or false")
+        return "true" if value else "false"
+    if kind == "json":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{value!r} is not valid JSON ({exc.msg})") from None
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    raise ValueError(f"unknown hyperparameter type {kind!r}: use one of {', '.join(TYPES)}")
+
+
+def build_training_request(
+    job: Any,
+    *,
+    code_uri: str,
+    image: str,
+    role_arn: str,
+    region: str,
+    default_output_path: str,
+) -> dict[str, Any]:
+    """The ``CreateTrainingJob`` request for ``job`` (a ``TrainingJob`` or anything with its
+    fields). ``default_output_path`` is used when the job names none."""
+    hyperparameters: dict[str, str] = {}
+    for item in job.hyperparameters or []:
+        key = item["key"]
+        if key in RESERVED:
+            raise ValueError(f"hyperparameter {key!r} is reserved: anyjob sets it")
+        hyperparameters[key] = encode_hyperparameter(item["value"], item.get("type", "string"))
+    hyperparameters.update(
+        {
+            "sagemaker_program": json.dumps(job.entry_point),
+            "sagemaker_submit_directory": json.dumps(code_uri),
+            "sagemaker_job_name": json.dumps(job.name),
+            "sagemaker_region": json.dumps(region),
+            "sagemaker_container_log_level": json.dumps(CONTAINER_LOG_LEVEL),
+        }
+    )
+    request: dict[str, Any] = {
+        "TrainingJobName": job.name,
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+        "RoleArn": role_arn,
+        "HyperParameters": hyperparameters,
+        "OutputDataConfig": {"S3OutputPath": job.output_path or default_output_path},
+        "ResourceConfig": {
+            "InstanceType": job.instance_type,
+            "InstanceCount": job.instance_count,
+            "VolumeSizeInGB": job.volume_size_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": job.max_runtime_seconds},
+        "EnableNetworkIsolation": bool(job.network_isolation),
+    }
+    channels = []
+    for channel in job.channels or []:
+        entry: dict[str, Any] = {
+            "ChannelName": channel["name"],
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": channel["uri"],
+                }
+            },
+        }
+        if channel.get("content_type"):
+            entry["ContentType"] = channel["content_type"]
+        if channel.get("input_mode"):
+            entry["InputMode"] = channel["input_mode"]
+        channels.append(entry)
+    if channels:  # AWS refuses an empty list
+        request["InputDataConfig"] = channels
+    if job.environment:
+        request["Environment"] = {str(k): str(v) for k, v in job.environment.items()}
+    if job.tags:
+        request["Tags"] = [{"Key": t["key"], "Value": t["value"]} for t in job.tags]
+    return request
