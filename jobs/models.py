@@ -5,8 +5,11 @@ Job state lives here; Redis holds only messages (DESIGN.md, "Data flow").
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
+from django.utils.timezone import now
 
 
 class TrainingJob(models.Model):
@@ -93,6 +96,17 @@ class TrainingJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Training time: start to end, or to now while it runs; ``None`` before it starts."""
+        if self.training_start_time is None:
+            return None
+        if self.training_end_time is not None:
+            return self.training_end_time - self.training_start_time
+        if self.status in self.RUNNING:
+            return now() - self.training_start_time
+        return None
 
 
 class PollState(models.Model):

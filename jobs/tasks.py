@@ -146,6 +146,12 @@ def submit_job(job_id: int) -> str:
 submit_job_task = submit_job
 
 
+def enqueue_stop(job: TrainingJob) -> None:
+    """Send ``stop_job`` once the current transaction commits."""
+    pk = job.pk
+    transaction.on_commit(lambda: stop_job_task.delay(pk))
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -260,6 +266,9 @@ def stop_job(job_id: int) -> str:
         return "refreshed"
     _move(job.pk, Status.IN_PROGRESS, Status.STOPPING)
     return "stopping"
+
+
+stop_job_task = stop_job
 
 
 @shared_task(name="jobs.sweep_pending")

@@ -104,8 +104,8 @@ def test_make_run(tmp_path: Path) -> None:
         assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
         assert password_file.read_text().strip() == shown.group(2)
         final_url, page = sign_in(port, "admin", shown.group(2))
-        assert final_url == f"http://127.0.0.1:{port}/"
-        assert b"are coming" in page
+        assert final_url == f"http://127.0.0.1:{port}/jobs/"
+        assert b"<h2>Jobs</h2>" in page
 
         # A task goes through the embedded Redis (unix socket only) to the real worker and back.
         socket = var / "redis" / "redis.sock"

@@ -97,7 +97,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "history"
 LOGOUT_REDIRECT_URL = "login"
 
 LOGGING = {

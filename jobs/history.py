@@ -1,0 +1,98 @@
+"""The job history query and its exports (CSV and JSON, streamed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Q, QuerySet, TextField
+from django.db.models.functions import Cast
+
+from jobs.forms import DEFAULT_SORT, SORTS
+from jobs.models import TrainingJob
+
+#: Exports stop after this many rows (a filter narrows them down).
+EXPORT_MAX_ROWS = 100_000
+EXPORT_FIELDS = [
+    "name",
+    "status",
+    "owner",
+    "created_at",
+    "duration_seconds",
+    "instance_type",
+    "instance_count",
+    "entry_point",
+    "model_artifacts",
+]
+#: A spreadsheet reads a cell starting with one of these as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def filter_jobs(filters: dict[str, Any] | None) -> QuerySet[TrainingJob]:
+    """All jobs (every user sees every job), narrowed by a valid filter form's ``cleaned_data``."""
+    jobs = TrainingJob.objects.select_related("owner")
+    filters = filters or {}
+    if filters.get("status"):
+        jobs = jobs.filter(status=filters["status"])
+    if filters.get("owner"):
+        jobs = jobs.filter(owner__username=filters["owner"])
+    if filters.get("created_from"):
+        jobs = jobs.filter(created_at__date__gte=filters["created_from"])
+    if filters.get("created_to"):
+        jobs = jobs.filter(created_at__date__lte=filters["created_to"])
+    if filters.get("q"):
+        q = filters["q"]
+        jobs = jobs.annotate(
+            hyperparameters_text=Cast("hyperparameters", TextField()),
+            channels_text=Cast("channels", TextField()),
+        ).filter(Q(name__icontains=q) | Q(hyperparameters_text__icontains=q) | Q(channels_text__icontains=q))
+    return jobs.order_by(*SORTS[filters.get("sort") or DEFAULT_SORT])
+
+
+def export_row(job: TrainingJob) -> dict[str, Any]:
+    duration = job.duration
+    return {
+        "name": job.name,
+        "status": job.status,
+        "owner": job.owner.get_username(),
+        "created_at": job.created_at,
+        "duration_seconds": int(duration.total_seconds()) if duration is not None else None,
+        "instance_type": job.instance_type,
+        "instance_count": job.instance_count,
+        "entry_point": job.entry_point,
+        "model_artifacts": job.model_artifacts,
+    }
+
+
+def _exported(jobs: QuerySet[TrainingJob]) -> Iterator[dict[str, Any]]:
+    for job in jobs[:EXPORT_MAX_ROWS].iterator(chunk_size=2000):
+        yield export_row(job)
+
+
+def safe_cell(value: Any) -> Any:
+    """Prefix text a spreadsheet would run as a formula with a single quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(jobs: QuerySet[TrainingJob]) -> Iterable[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(EXPORT_FIELDS)
+    for row in _exported(jobs):
+        yield writer.writerow([safe_cell("" if row[f] is None else row[f]) for f in EXPORT_FIELDS])
+
+
+def json_chunks(jobs: QuerySet[TrainingJob]) -> Iterable[str]:
+    yield "["
+    for i, row in enumerate(_exported(jobs)):
+        yield ("," if i else "") + json.dumps(row, cls=DjangoJSONEncoder)
+    yield "]\n"

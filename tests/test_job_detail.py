@@ -1,0 +1,171 @@
+import json
+from unittest.mock import patch
+
+import pytest
+from django.contrib.auth.models import User
+
+from jobs.models import TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+REQUEST = {
+    "TrainingJobName": "iris-xgb-0001",
+    "AlgorithmSpecification": {"TrainingImage": "anyjob/train:latest", "TrainingInputMode": "File"},
+    "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+}
+
+
+@pytest.fixture
+def alice():
+    return User.objects.create_user("alice", password="wonderland")
+
+
+@pytest.fixture
+def bob():
+    return User.objects.create_user("bob", password="builder")
+
+
+@pytest.fixture
+def charlie():
+    return User.objects.create_user("charlie", password="chocolate", is_staff=True)
+
+
+@pytest.fixture
+def job(alice):
+    return TrainingJob.objects.create(
+        owner=alice,
+        name="iris-xgb-0001",
+        entry_point="train.py",
+        status="InProgress",
+        secondary_status="Training",
+        hyperparameters=[{"key": "max_depth", "value": "5", "type": "number"}],
+        channels=[{"name": "train", "uri": "s3://anyjob-data/iris/", "content_type": "text/csv"}],
+        instance_type="ml.m5.xlarge",
+        instance_count=2,
+        volume_size_gb=30,
+        output_path="s3://anyjob-artifacts/output",
+        request=REQUEST,
+        transitions=[
+            {
+                "Status": "Starting",
+                "StartTime": "2026-11-20T10:00:00+00:00",
+                "EndTime": "2026-11-20T10:02:15+00:00",
+                "StatusMessage": "Preparing the instances",
+            },
+            {"Status": "Training", "StartTime": "2026-11-20T10:02:15+00:00", "StatusMessage": "Training"},
+        ],
+    )
+
+
+def test_it_sends_anonymous_visitors_to_sign_in(client, job):
+    response = client.get("/jobs/iris-xgb-0001/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/jobs/iris-xgb-0001/"
+
+
+def test_it_shows_the_job(client, bob, job):
+    client.force_login(bob)
+    response = client.get("/jobs/iris-xgb-0001/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "InProgress (Training)" in body
+    assert "max_depth" in body
+    assert "s3://anyjob-data/iris/" in body
+    assert "2 × ml.m5.xlarge" in body
+    assert "s3://anyjob-artifacts/output" in body
+    assert "0:02:15" in body  # the Starting step's duration
+    assert "Preparing the instances" in body
+    assert json.dumps(REQUEST, indent=2).replace('"', "&quot;") in body
+
+
+def test_it_404s_for_an_unknown_job(client, alice):
+    client.force_login(alice)
+    assert client.get("/jobs/no-such-job/").status_code == 404
+    assert client.get("/jobs/no-such-job/stop/").status_code == 404
+
+
+def test_it_shows_the_failure_first_and_inert(client, alice):
+    TrainingJob.objects.create(
+        owner=alice,
+        name="broken-0001",
+        entry_point="train.py",
+        status="Failed",
+        failure_reason="AlgorithmError: <b>boom</b>",
+        failure_text='Traceback (most recent call last):\n<script>alert("x")</script>\nValueError: bad',
+        hyperparameters=[{"key": "<img src=x onerror=alert(1)>", "value": "1", "type": "string"}],
+    )
+    client.force_login(alice)
+    body = client.get("/jobs/broken-0001/").content.decode()
+    assert "<script>" not in body
+    assert "<img src=x" not in body
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body
+    assert "AlgorithmError: &lt;b&gt;boom&lt;/b&gt;" in body
+    assert body.index('class="failure"') < body.index("Hyperparameters")
+
+
+def test_it_links_a_clone_to_its_parent(client, alice, job):
+    TrainingJob.objects.create(owner=alice, name="iris-xgb-0002", entry_point="train.py", parent=job)
+    client.force_login(alice)
+    response = client.get("/jobs/iris-xgb-0002/")
+    assert b'href="/jobs/iris-xgb-0001/"' in response.content
+
+
+@pytest.mark.parametrize(("user", "shown"), [("alice", True), ("bob", False), ("charlie", True)])
+def test_the_stop_link_shows_for_the_owner_and_staff(client, alice, bob, charlie, job, user, shown):
+    client.force_login(User.objects.get(username=user))
+    response = client.get("/jobs/iris-xgb-0001/")
+    assert (b'href="/jobs/iris-xgb-0001/stop/"' in response.content) is shown
+
+
+def test_the_stop_link_hides_for_a_final_job(client, alice, job):
+    TrainingJob.objects.filter(pk=job.pk).update(status="Completed")
+    client.force_login(alice)
+    assert b"/stop/" not in client.get("/jobs/iris-xgb-0001/").content
+
+
+def test_the_stop_page_asks_to_confirm(client, alice, job):
+    client.force_login(alice)
+    with patch("jobs.tasks.stop_job_task.delay") as delay:
+        response = client.get("/jobs/iris-xgb-0001/stop/")
+    assert response.status_code == 200
+    assert b"csrfmiddlewaretoken" in response.content
+    assert b'method="post"' in response.content
+    delay.assert_not_called()
+
+
+@pytest.mark.parametrize("user", ["alice", "charlie"])
+def test_the_owner_or_staff_stop_the_job(
+    client, alice, charlie, job, user, django_capture_on_commit_callbacks
+):
+    client.force_login(User.objects.get(username=user))
+    with (
+        patch("jobs.tasks.stop_job_task.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+    ):
+        response = client.post("/jobs/iris-xgb-0001/stop/")
+    assert response.status_code == 302
+    assert response["Location"] == "/jobs/iris-xgb-0001/"
+    assert len(callbacks) == 1
+    delay.assert_called_once_with(job.pk)
+
+
+def test_a_teammate_cannot_stop_the_job(client, bob, job, django_capture_on_commit_callbacks):
+    client.force_login(bob)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert client.post("/jobs/iris-xgb-0001/stop/").status_code == 403
+        assert client.get("/jobs/iris-xgb-0001/stop/").status_code == 403
+    assert callbacks == []
+
+
+def test_stopping_a_final_job_sends_nothing(client, alice, job, django_capture_on_commit_callbacks):
+    TrainingJob.objects.filter(pk=job.pk).update(status="Stopped")
+    client.force_login(alice)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert client.post("/jobs/iris-xgb-0001/stop/").status_code == 302
+    assert callbacks == []
+
+
+def test_the_stop_endpoint_refuses_other_methods(client, alice, job):
+    client.force_login(alice)
+    assert client.put("/jobs/iris-xgb-0001/stop/").status_code == 405
+    assert client.delete("/jobs/iris-xgb-0001/stop/").status_code == 405
