@@ -36,3 +36,26 @@ def s3_client(s3_env: dict[str, str]):
     import boto3
 
     return boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
+
+
+# The team of the view tests, as in healthchecks: alice owns jobs, bob is her teammate,
+# charlie is staff.
+@pytest.fixture
+def alice():
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("alice", password="wonderland")
+
+
+@pytest.fixture
+def bob():
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("bob", password="builder")
+
+
+@pytest.fixture
+def charlie():
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("charlie", password="chocolate", is_staff=True)

@@ -4,21 +4,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import User
 
 from jobs.models import TrainingJob
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice():
-    return User.objects.create_user("alice", password="wonderland")
-
-
-@pytest.fixture
-def bob():
-    return User.objects.create_user("bob", password="builder")
 
 
 def make_job(owner, name, *, status="Completed", created=None, **fields):
@@ -68,13 +57,6 @@ def test_it_sends_anonymous_visitors_to_sign_in(client):
     response = client.get("/jobs/")
     assert response.status_code == 302
     assert response["Location"] == "/accounts/login/?next=/jobs/"
-
-
-def test_home_redirects_to_the_history(client, alice):
-    client.force_login(alice)
-    response = client.get("/")
-    assert response.status_code == 302
-    assert response["Location"] == "/jobs/"
 
 
 def test_it_lists_every_job_newest_first(client, bob, jobs):

@@ -1,12 +1,6 @@
 import pytest
-from django.contrib.auth import get_user_model
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="wonderland")
 
 
 def test_it_sends_anonymous_visitors_to_sign_in(client):

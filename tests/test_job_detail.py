@@ -16,21 +16,6 @@ REQUEST = {
 
 
 @pytest.fixture
-def alice():
-    return User.objects.create_user("alice", password="wonderland")
-
-
-@pytest.fixture
-def bob():
-    return User.objects.create_user("bob", password="builder")
-
-
-@pytest.fixture
-def charlie():
-    return User.objects.create_user("charlie", password="chocolate", is_staff=True)
-
-
-@pytest.fixture
 def job(alice):
     return TrainingJob.objects.create(
         owner=alice,
