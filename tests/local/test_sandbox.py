@@ -80,6 +80,16 @@ def sandbox_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANYJOB_SANDBOX", raising=False)
 
 
+@pytest.fixture(params=[True, False], ids=["sandbox", "direct"])
+def isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run the test once in the sandbox and once without it (ANYJOB_SANDBOX=none)."""
+    if request.param and not sandbox.bwrap_available():
+        pytest.skip(f"no sandbox on this machine: {sandbox.isolation_problem()}")
+    if not request.param:
+        monkeypatch.setenv("ANYJOB_SANDBOX", "none")
+    return request.param
+
+
 @pytest.fixture
 def job_dir(tmp_path: Path) -> Path:
     """An empty job directory whose path has spaces in it."""
@@ -466,14 +476,9 @@ def test_the_sandbox_dies_with_the_process_that_started_it(job_dir: Path, image_
     assert not (job_dir / "model" / "saved-on-stop").exists(), "killed, not stopped"
 
 
-@pytest.mark.parametrize("isolated", [True, False], ids=["sandbox", "direct"])
 def test_requirements_install_into_a_writable_place(
-    job_dir: Path, image_python: Path, monkeypatch: pytest.MonkeyPatch, isolated: bool
+    job_dir: Path, image_python: Path, isolated: bool
 ) -> None:
-    if isolated and not sandbox.bwrap_available():
-        pytest.skip(f"no sandbox on this machine: {sandbox.isolation_problem()}")
-    if not isolated:
-        monkeypatch.setenv("ANYJOB_SANDBOX", "none")
     make_wheel(job_dir / "code" / "wheels", "anyjob_probe_pkg", "1.0", "VALUE = 'from the wheel'\n")
     lay_out(
         job_dir,
@@ -496,14 +501,7 @@ def test_requirements_install_into_a_writable_place(
         assert not (job_dir / ".anyjob-tmp").exists(), "the scratch folder goes with the job"
 
 
-@pytest.mark.parametrize("isolated", [True, False], ids=["sandbox", "direct"])
-def test_no_descriptor_of_ours_leaks_into_the_job(
-    job_dir: Path, image_python: Path, monkeypatch: pytest.MonkeyPatch, isolated: bool
-) -> None:
-    if isolated and not sandbox.bwrap_available():
-        pytest.skip(f"no sandbox on this machine: {sandbox.isolation_problem()}")
-    if not isolated:
-        monkeypatch.setenv("ANYJOB_SANDBOX", "none")
+def test_no_descriptor_of_ours_leaks_into_the_job(job_dir: Path, image_python: Path, isolated: bool) -> None:
     leak = os.open(job_dir.parent, os.O_RDONLY)
     os.set_inheritable(leak, True)
     try:
