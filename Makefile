@@ -12,6 +12,8 @@ $(STAMP): requirements.txt container/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# The dashboard renders command lines with the container's own code: make it importable.
+	$(BIN)/python -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "anyjob-container.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)/container"
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Debian packages the tests and benchmarks use (installed when missing and we are root).

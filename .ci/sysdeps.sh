@@ -2,7 +2,9 @@
 # Install the Debian packages the tests and benchmarks use, when missing and when we are root.
 # Anything skipped is said plainly, with the command that would install it.
 set -uo pipefail
-wanted=(bubblewrap wrk)   # the local backend's sandbox; bench/serve_throughput's load generator
+# bubblewrap: the local backend's sandbox; wrk: bench/serve_throughput's load generator;
+# chromium: the browser tests (tests/browser) drive /usr/bin/chromium with Playwright.
+wanted=(bubblewrap wrk chromium)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

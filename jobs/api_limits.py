@@ -135,6 +135,11 @@ def check(operation: str, params: Mapping[str, Any]) -> None:
     raise validation_error(operation, problems)
 
 
+def enum_values(shape_name: str, service: str = "sagemaker") -> list[str]:
+    """The values an enum shape of the model allows, in the model's order."""
+    return list(_model(service).shape(shape_name).enum_order)
+
+
 def validation_error(operation: str, problems: Sequence[Problem]) -> ClientError:
     """The ClientError AWS answers this operation with for these problems."""
     model, _ = _operation(operation)

@@ -28,7 +28,7 @@ class Bundle:
     sha256: str
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise BundleError("a file has no name")
     if "\x00" in name or "\\" in name:
@@ -47,7 +47,7 @@ def build(files: Mapping[str, bytes]) -> Bundle:
         raise BundleError("there are no files to bundle")
     cleaned: dict[str, bytes] = {}
     for name, data in files.items():
-        clean = _clean_name(name)
+        clean = clean_name(name)
         if clean in cleaned:
             raise BundleError(f"{name!r} is given twice")
         cleaned[clean] = bytes(data)
@@ -84,3 +84,15 @@ def store(bundle: Bundle, store_uri: str) -> str:
     if not storage.exists(uri):
         storage.put_bytes(bundle.data, uri)
     return uri
+
+
+def load(sha256: str, store_uri: str, *, max_bytes: int) -> dict[str, bytes]:
+    """The files of the stored bundle ``sha256`` (``storage.NotFound`` when there is none)."""
+    data = storage.read_bytes(uri_for(sha256, store_uri), max_bytes)
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for info in tar:
+            if info.isreg():
+                stream = tar.extractfile(info)
+                files[info.name] = stream.read() if stream is not None else b""
+    return files

@@ -47,3 +47,175 @@ class HistoryFilterForm(forms.Form):
         if start and end and start > end:
             self.add_error("created_to", "The end date is before the start date.")
         return data
+
+
+# --- the new-job form ---------------------------------------------------------------------------
+
+NAME_HELP = "Letters, digits and hyphens; up to 63 characters; unique."
+SHA256 = r"[0-9a-f]{64}"
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files in one input (Django's documented pattern); cleans to a list."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        kwargs.setdefault("allow_empty_file", True)  # an empty __init__.py is code too
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        if isinstance(data, list | tuple):
+            return [super(MultipleFileField, self).clean(d, initial) for d in data if d]
+        return [super().clean(data, initial)] if data else []
+
+
+def instance_type_choices() -> list[tuple[str, str]]:
+    """The API's instance types (or the ones settings allow), the default first."""
+    from django.conf import settings
+
+    from jobs.api_limits import enum_values
+
+    allowed = list(settings.ANYJOB_INSTANCE_TYPES) or enum_values("TrainingInstanceType")
+    default = settings.ANYJOB_DEFAULT_INSTANCE_TYPE
+    ordered = [default, *[t for t in allowed if t != default]] if default in allowed else allowed
+    return [(t, t) for t in ordered]
+
+
+class NewJobForm(forms.Form):
+    """The job's own fields; channels, hyperparameters, environment and tags are row formsets.
+
+    Field checks here are the shape a person types (numbers, lengths); the API's rules are
+    checked afterwards on the request itself (``jobs.newjob.validate``), from one place.
+    """
+
+    name = forms.CharField(max_length=63, help_text=NAME_HELP, label="Job name")
+    code = MultipleFileField(
+        required=False,
+        label="Code",
+        help_text="A .py file, several files, or a .zip / .tar.gz of your source folder.",
+    )
+    source_sha256 = forms.RegexField(regex=SHA256, required=False, widget=forms.HiddenInput)
+    entry_point = forms.CharField(max_length=255, required=False, label="Entry point")
+    parent = forms.CharField(max_length=63, required=False, widget=forms.HiddenInput)
+    instance_type = forms.ChoiceField(choices=instance_type_choices, label="Instance type")
+    instance_count = forms.IntegerField(min_value=1, max_value=1000, initial=1, label="Instance count")
+    volume_size_gb = forms.IntegerField(min_value=1, max_value=16384, initial=30, label="Volume size (GB)")
+    max_runtime_seconds = forms.IntegerField(
+        min_value=1, max_value=2_419_200, initial=86_400, label="Max runtime (seconds)"
+    )
+    output_path = forms.CharField(max_length=1024, required=False, label="Output path", strip=True)
+    network_isolation = forms.BooleanField(required=False, label="Network isolation")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from django.conf import settings
+
+        super().__init__(*args, **kwargs)
+        self.fields["instance_type"].initial = settings.ANYJOB_DEFAULT_INSTANCE_TYPE
+
+    def clean_name(self) -> str:
+        return self.cleaned_data["name"].strip()
+
+    def clean_entry_point(self) -> str:
+        return self.cleaned_data["entry_point"].strip()
+
+
+class RowForm(forms.Form):
+    """A row of a table on the form: a row left blank is ignored."""
+
+    def is_blank(self) -> bool:
+        data = getattr(self, "cleaned_data", None) or {}
+        return not any(data.get(f) for f in self.key_fields)
+
+    key_fields: tuple[str, ...] = ()
+
+
+class ChannelForm(RowForm):
+    key_fields = ("name", "uri")
+    INPUT_MODES = [("", "Job default (File)"), ("File", "File"), ("FastFile", "FastFile"), ("Pipe", "Pipe")]
+
+    name = forms.CharField(max_length=64, label="Channel")
+    uri = forms.CharField(max_length=1024, label="S3 prefix or file:// path")
+    content_type = forms.CharField(max_length=256, required=False, label="Content type")
+    input_mode = forms.ChoiceField(choices=INPUT_MODES, required=False, label="Input mode")
+
+
+class HyperparameterForm(RowForm):
+    key_fields = ("key", "value")
+    TYPES = [("string", "string"), ("number", "number"), ("boolean", "boolean"), ("json", "JSON")]
+
+    key = forms.CharField(max_length=256, label="Key")
+    value = forms.CharField(max_length=2500, required=False, strip=False, label="Value")
+    type = forms.ChoiceField(choices=TYPES, initial="string", label="Type")
+
+
+class EnvironmentForm(RowForm):
+    key_fields = ("key", "value")
+
+    key = forms.CharField(max_length=512, label="Variable")
+    value = forms.CharField(max_length=512, required=False, strip=False, label="Value")
+
+
+class TagForm(RowForm):
+    key_fields = ("key", "value")
+
+    key = forms.CharField(max_length=128, label="Tag")
+    value = forms.CharField(max_length=256, required=False, label="Value")
+
+
+class RowFormSet(forms.BaseFormSet):
+    """Rows added and removed in the browser. Every row is optional (a blank one is ignored),
+    pre-filled rows (a clone) are shown as rows to edit, and ``limit`` counts filled rows.
+    ``unique`` names the field that must differ between rows."""
+
+    limit = 20
+    unique = "key"
+    noun = "row"
+
+    def initial_form_count(self) -> int:
+        return 0
+
+    def total_form_count(self) -> int:
+        if self.is_bound:
+            return super().total_form_count()
+        return max(len(self.initial or []) + self.extra, self.min_num)
+
+    def rows(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(form index, cleaned data)`` of the filled, kept rows (after ``is_valid()``)."""
+        return [
+            (i, form.cleaned_data)
+            for i, form in enumerate(self.forms)
+            if form.has_changed() and not self._should_delete_form(form) and not form.is_blank()
+        ]
+
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        rows = self.rows()
+        if len(rows) > self.limit:
+            raise forms.ValidationError(f"At most {self.limit} {self.noun}s; this form has {len(rows)}.")
+        seen: dict[str, int] = {}
+        for i, data in rows:
+            value = data.get(self.unique, "")
+            if value in seen:
+                self.forms[i].add_error(self.unique, f"{value!r} is used by more than one {self.noun}.")
+            seen[value] = i
+
+
+def row_formset(
+    form: type[RowForm], *, limit: int, unique: str, noun: str, extra: int = 1
+) -> type[RowFormSet]:
+    base = type(f"{form.__name__}Set", (RowFormSet,), {"limit": limit, "unique": unique, "noun": noun})
+    # absolute_max bounds what a crafted TOTAL_FORMS can make the server build.
+    return forms.formset_factory(
+        form, formset=base, extra=extra, can_delete=True, max_num=limit + 50, absolute_max=limit + 50
+    )
+
+
+ChannelFormSet = row_formset(ChannelForm, limit=20, unique="name", noun="channel")
+HyperparameterFormSet = row_formset(HyperparameterForm, limit=100, unique="key", noun="hyperparameter")
+EnvironmentFormSet = row_formset(EnvironmentForm, limit=100, unique="key", noun="environment variable")
+TagFormSet = row_formset(TagForm, limit=50, unique="key", noun="tag", extra=0)

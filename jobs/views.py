@@ -1,22 +1,36 @@
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRefresh, trigger_client_event
 
+from jobs import detail, newjob, storage, uploads
+from jobs.backends import get_backend
+from jobs.backends.base import ARTIFACTS
 from jobs.forms import HistoryFilterForm
 from jobs.history import csv_lines, filter_jobs, json_chunks
 from jobs.models import TrainingJob
-from jobs.tasks import enqueue_stop
+from jobs.tasks import enqueue_stop, enqueue_submit
 
 PAGE_SIZE = 50
+#: A file inside an artifact larger than this is offered as a download only.
+MAX_SHOWN_FILE = 16 * 1024**2
 
 
 @login_required
@@ -39,33 +53,10 @@ def history(request: HttpRequest) -> HttpResponse:
     if fmt == "json":
         return StreamingHttpResponse(json_chunks(jobs), content_type="application/json")
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "jobs/history.html", {"form": form, "page": page})
-
-
-def _timeline(transitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``SecondaryStatusTransitions`` with each step's duration (``None`` while it lasts)."""
-    steps = []
-    for t in transitions:
-        start, end = _parse(t.get("StartTime")), _parse(t.get("EndTime"))
-        steps.append(
-            {
-                "status": t.get("Status", ""),
-                "message": t.get("StatusMessage", ""),
-                "start": start,
-                "end": end,
-                "duration": end - start if start and end else None,
-            }
-        )
-    return steps
-
-
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
+    ctx = {"form": form, "page": page, "live": any(j.status not in TrainingJob.FINAL for j in page)}
+    if request.htmx:  # the live refresh of the table
+        return render(request, "jobs/_history_table.html", ctx)
+    return render(request, "jobs/history.html", ctx)
 
 
 def _can_stop(user: Any, job: TrainingJob) -> bool:
@@ -74,14 +65,242 @@ def _can_stop(user: Any, job: TrainingJob) -> bool:
 
 @login_required
 def job_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """The job: live status, failure first, log, what was submitted, artifacts, code."""
     job = get_object_or_404(TrainingJob.objects.select_related("owner", "parent"), name=name)
+    events, token, older = detail.log_tail(job)
+    job_request = detail.request_for(job)
     ctx = {
-        "job": job,
-        "timeline": _timeline(job.transitions if isinstance(job.transitions, list) else []),
-        "request_json": json.dumps(job.request, indent=2),
-        "can_stop": _can_stop(request.user, job) and job.status not in TrainingJob.FINAL,
+        **_status_context(request, job),
+        "events": events,
+        "log_token": token,
+        "log_older": older,
+        "failure_lines": detail.last_lines(events),
+        "boto3_code": detail.as_boto3(job_request) if job_request else "",
+        "cli_json": detail.as_cli_json(job_request) if job_request else "",
+        "cli_command": detail.cli_command(job),
+        "changes": detail.changes(job.parent, job) if job.parent else [],
+        "clones": list(job.clones.order_by("-created_at").values_list("name", flat=True)[:20]),
+        "notes": _notes(job),
+        "can_clone": _can_stop(request.user, job),
+        "can_resubmit": _can_stop(request.user, job) and job.status == TrainingJob.Status.SUBMIT_FAILED,
     }
     return render(request, "jobs/job_detail.html", ctx)
+
+
+def _status_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
+    return {
+        "job": job,
+        "timeline": detail.timeline(job.transitions),
+        "final": job.status in TrainingJob.FINAL,
+        "can_stop": _can_stop(request.user, job) and job.status not in TrainingJob.FINAL,
+    }
+
+
+def _notes(job: TrainingJob) -> list[str]:
+    if job.status in (TrainingJob.Status.PENDING, TrainingJob.Status.SUBMIT_FAILED):
+        return []
+    try:
+        return get_backend().job_notes(job.name)
+    except (ClientError, BotoCoreError):
+        return []
+
+
+@login_required
+def job_status(request: HttpRequest, name: str) -> HttpResponse:
+    """The status fragment the job page polls; it stops polling once the job is final, and
+    reloads the page once when the job has just finished (failure panel, artifacts)."""
+    job = get_object_or_404(TrainingJob, name=name)
+    final = job.status in TrainingJob.FINAL
+    if request.htmx and final and request.GET.get("was") not in TrainingJob.FINAL:
+        return HttpResponseClientRefresh()
+    return render(request, "jobs/_job_status.html", _status_context(request, job))
+
+
+@login_required
+def job_log(request: HttpRequest, name: str) -> HttpResponse:
+    """New log lines after ``?token=`` (follow mode); ``?format=text`` downloads the whole log."""
+    job = get_object_or_404(TrainingJob, name=name)
+    if request.GET.get("format") == "text":
+        response = StreamingHttpResponse(detail.full_log(job), content_type="text/plain; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{job.name}.log"'
+        return response
+    token = request.GET.get("token") or None
+    if token is not None and len(token) > 200:
+        return HttpResponseBadRequest("The log token is not valid.")
+    events, new_token = detail.log_after(job, token)
+    ctx = {"job": job, "events": events, "log_token": new_token, "final": job.status in TrainingJob.FINAL}
+    return render(request, "jobs/_job_log_poll.html", ctx)
+
+
+@login_required
+def artifacts(request: HttpRequest, name: str) -> HttpResponse:
+    """The artifacts panel (loaded after the page, since reading archives takes a moment)."""
+    job = get_object_or_404(TrainingJob, name=name)
+    template = "jobs/_artifacts.html" if request.htmx else "jobs/artifacts.html"
+    return render(request, template, {"job": job, "artifacts": detail.artifact_listing(job)})
+
+
+@login_required
+def artifact_download(request: HttpRequest, name: str, which: str) -> HttpResponse:
+    """``model.tar.gz`` or ``output.tar.gz`` itself, streamed."""
+    job = get_object_or_404(TrainingJob, name=name)
+    if which not in ARTIFACTS:
+        raise Http404("No such artifact.")
+    try:
+        uri = get_backend().artifact_uri(job.name, which)
+        if not uri:
+            raise Http404("The job has no artifacts (yet).")
+        stream = storage.open_read(uri)
+    except (ClientError, BotoCoreError, storage.StorageError) as exc:
+        raise Http404(f"The artifact cannot be read: {exc}") from None
+    return FileResponse(stream, as_attachment=True, filename=f"{job.name}-{ARTIFACTS[which]}")
+
+
+@login_required
+def artifact_file(request: HttpRequest, name: str, which: str, member: str) -> HttpResponse:
+    """One file inside an artifact: shown as text, or downloaded (``?download=1`` or binary)."""
+    job = get_object_or_404(TrainingJob, name=name)
+    if which not in ARTIFACTS:
+        raise Http404("No such artifact.")
+    try:
+        data = get_backend().read_artifact_file(job.name, which, member, MAX_SHOWN_FILE)
+    except storage.TooLarge:
+        return _error_page(request, job, f"{member} is larger than {MAX_SHOWN_FILE // 2**20} MiB.", 413)
+    except (ClientError, BotoCoreError, storage.StorageError, KeyError) as exc:
+        raise Http404(f"{member} cannot be read: {exc}") from None
+    filename = member.rsplit("/", 1)[-1] or "file"
+    text = None if request.GET.get("download") or b"\x00" in data[:8192] else data.decode("utf-8", "replace")
+    if text is None:
+        return _attachment(data, filename)
+    ctx = {"job": job, "title": f"{ARTIFACTS[which]}: {member}", "text": text, "download": "?download=1"}
+    return render(request, "jobs/file.html", ctx)
+
+
+def _attachment(data: bytes, filename: str) -> HttpResponse:
+    response = HttpResponse(data, content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+    return response
+
+
+def _error_page(request: HttpRequest, job: TrainingJob | None, message: str, status: int) -> HttpResponse:
+    return render(request, "jobs/error.html", {"job": job, "message": message}, status=status)
+
+
+@login_required
+def code_file(request: HttpRequest, sha256: str, path: str = "") -> HttpResponse:
+    """An uploaded code bundle: its files, and one file's source."""
+    code = newjob.load_code(sha256)
+    if code is None:
+        raise Http404("No such code bundle.")
+    if request.htmx:  # the entry point's source on the new-job page
+        path = path or request.GET.get("entry_point", "")
+        return render(request, "jobs/_source.html", {"name": path, "source": code.source(path)})
+    if path and path not in code.files:
+        raise Http404("No such file in the code.")
+    if path and request.GET.get("download"):
+        return _attachment(code.files[path], path.rsplit("/", 1)[-1])
+    ctx = {"code": code, "path": path, "source": code.source(path) if path else None}
+    return render(request, "jobs/code.html", ctx)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def new_job(request: HttpRequest) -> HttpResponse:
+    """The new-job form; a valid POST creates the job and goes to its page."""
+    if request.method == "POST":
+        page = newjob.NewJob(request.POST, request.FILES)
+        if page.is_valid(request.user):
+            try:
+                job = page.save(request.user)
+            except ValidationError:
+                pass
+            else:
+                _say_submitted(request, job)
+                return redirect("job_detail", name=job.name)
+        status = 200
+    else:
+        page = newjob.NewJob(initial={"name": newjob.generate_name()})
+        status = 200
+    return render(request, "jobs/new_job.html", _new_job_context(page), status=status)
+
+
+def _say_submitted(request: HttpRequest, job: TrainingJob) -> None:
+    messages.success(request, f"Job {job.name} submitted.")
+    if job.parent:
+        changed = detail.changes(job.parent, job)
+        summary = "; ".join(changed) if changed else "nothing changed"
+        messages.info(request, f"Changes against {job.parent.name}: {summary}.")
+
+
+def _new_job_context(page: newjob.NewJob) -> dict[str, Any]:
+    parent_name = (
+        page.data.get("parent") if page.data is not None else page.form.initial.get("parent")
+    ) or ""
+    return {
+        "page": page,
+        "form": page.form,
+        "code": page.code,
+        "entry_point": page.entry_point,
+        "source": page.source_preview(),
+        "parent_name": parent_name,
+        "default_output_path": newjob.default_output_path(),
+        "preview": newjob.preview(page.data) if page.data is not None else None,
+    }
+
+
+@login_required
+@require_POST
+def upload_code(request: HttpRequest) -> HttpResponse:
+    """htmx: the code panel for freshly uploaded files (stored at once, so nothing is lost)."""
+    error = ""
+    code = None
+    try:
+        files = uploads.read_uploads([f for f in request.FILES.getlist("code") if f], newjob.upload_limits())
+        code = newjob.code_from_files(files)
+    except uploads.UploadError as exc:
+        error = str(exc)
+    except storage.StorageError as exc:
+        error = f"The code could not be stored: {exc}. Try again."
+    entry = uploads.default_entry_point(code.candidates) if code else ""
+    ctx = {
+        "code": code,
+        "entry_point": entry,
+        "source": code.source(entry) if code and entry else None,
+        "upload_error": error,
+    }
+    response = render(request, "jobs/_code_panel.html", ctx)
+    return trigger_client_event(response, "code-uploaded") if code else response
+
+
+@login_required
+@require_POST
+def preview(request: HttpRequest) -> HttpResponse:
+    """htmx: the ``HyperParameters`` map and the command line, as typed so far."""
+    return render(request, "jobs/_preview.html", {"preview": newjob.preview(request.POST)})
+
+
+@login_required
+def clone(request: HttpRequest, name: str) -> HttpResponse:
+    """A new-job form pre-filled from this job (owner or staff)."""
+    job = get_object_or_404(TrainingJob, name=name)
+    if not _can_stop(request.user, job):
+        raise PermissionDenied("Only the owner of a job (or staff) can clone it.")
+    initial, rows = detail.clone_initial(job)
+    page = newjob.NewJob(initial=initial, rows=rows)
+    return render(request, "jobs/new_job.html", _new_job_context(page))
+
+
+@login_required
+@require_POST
+def resubmit(request: HttpRequest, name: str) -> HttpResponse:
+    """Send a job the backend refused again (owner or staff)."""
+    job = get_object_or_404(TrainingJob, name=name)
+    if not _can_stop(request.user, job):
+        raise PermissionDenied("Only the owner of a job (or staff) can resubmit it.")
+    if job.status == TrainingJob.Status.SUBMIT_FAILED:
+        enqueue_submit(job)
+        messages.success(request, f"Job {job.name} sent again.")
+    return redirect("job_detail", name=job.name)
 
 
 @login_required

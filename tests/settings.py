@@ -15,6 +15,11 @@ os.environ.setdefault(
 )
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-secret")
 os.environ.setdefault("ANYJOB_LOCAL_HEARTBEAT_SECONDS", "0.2")
+# Tests keep channels and outputs in tmp_path folders.
+os.environ.setdefault(
+    "ANYJOB_LOCAL_FILE_ROOTS",
+    f"{tempfile.gettempdir()},{Path(__file__).resolve().parent.parent / 'container' / 'examples'}",
+)
 os.environ.setdefault("ANYJOB_LOCAL_STOP_GRACE_SECONDS", "5")
 
 from webapp.settings import *  # noqa: F403

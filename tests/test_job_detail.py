@@ -53,7 +53,8 @@ def test_it_shows_the_job(client, bob, job):
     response = client.get("/jobs/iris-xgb-0001/")
     assert response.status_code == 200
     body = response.content.decode()
-    assert "InProgress (Training)" in body
+    assert '<span class="badge InProgress" id="status">InProgress</span>' in body
+    assert '<span id="secondary-status">Training</span>' in body
     assert "max_depth" in body
     assert "s3://anyjob-data/iris/" in body
     assert "2 × ml.m5.xlarge" in body

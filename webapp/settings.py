@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_htmx",
     "jobs",
     "jobs.backends.local",
 ]
@@ -53,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -95,6 +97,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "history"
@@ -162,3 +165,26 @@ ANYJOB_LOCAL_HEARTBEAT_SECONDS = env_number("ANYJOB_LOCAL_HEARTBEAT_SECONDS", 2,
 ANYJOB_LOCAL_HEARTBEAT_TIMEOUT = env_number("ANYJOB_LOCAL_HEARTBEAT_TIMEOUT", 30, minimum=1)
 ANYJOB_LOCAL_MAX_LOG_EVENTS = int(env_number("ANYJOB_LOCAL_MAX_LOG_EVENTS", 100_000, minimum=100))
 ANYJOB_LOCAL_MAX_CHANNEL_BYTES = int(env_number("ANYJOB_LOCAL_MAX_CHANNEL_BYTES", 50 * 1024**3, minimum=1))
+
+#: file:// channels and output paths of local jobs must lie under one of these folders, so a
+#: channel cannot copy the dashboard's own state (var/: database, secret key) into a job.
+ANYJOB_LOCAL_FILE_ROOTS = [
+    Path(p).resolve()
+    for p in env_list(
+        "ANYJOB_LOCAL_FILE_ROOTS",
+        [str(VAR_DIR / "data"), str(VAR_DIR / "artifacts"), str(BASE_DIR / "container" / "examples")],
+    )
+]
+
+# --- the new-job form ----------------------------------------------------------------------
+#: The instance type the form proposes, and the ones teammates may choose (empty: every type
+#: the API accepts).
+ANYJOB_DEFAULT_INSTANCE_TYPE = env_str("ANYJOB_DEFAULT_INSTANCE_TYPE", "ml.m5.large")
+ANYJOB_INSTANCE_TYPES = env_list("ANYJOB_INSTANCE_TYPES", [])
+#: Uploaded code: compressed size of one upload, size once unpacked, number of files.
+ANYJOB_MAX_UPLOAD_BYTES = int(env_number("ANYJOB_MAX_UPLOAD_BYTES", 50 * 1024**2, minimum=1024))
+ANYJOB_MAX_CODE_BYTES = int(env_number("ANYJOB_MAX_CODE_BYTES", 100 * 1024**2, minimum=1024))
+ANYJOB_MAX_CODE_FILES = int(env_number("ANYJOB_MAX_CODE_FILES", 2000, minimum=1))
+# A form with every row filled (100 hyperparameters, 100 variables, 50 tags, 20 channels).
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+DATA_UPLOAD_MAX_NUMBER_FILES = ANYJOB_MAX_CODE_FILES

@@ -13,6 +13,7 @@ methods in the same manner.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,26 @@ class Backend:
         ``{"events": [{"logStreamName", "timestamp", "message", "ingestionTime"}],
         "nextForwardToken": str}``. Pass ``nextForwardToken`` back to follow the log."""
         raise NotImplementedError
+
+    def tail_training_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        """The last ``lines`` events of the job's log, the token to follow from, and whether
+        older events exist. This default reads the whole log; backends override it."""
+        tail: deque[dict[str, Any]] = deque(maxlen=lines)
+        token: str | None = None
+        seen = 0
+        while True:
+            page = self.get_training_logs(name, token, 10_000)
+            events = page.get("events", [])
+            tail.extend(events)
+            seen += len(events)
+            token = page.get("nextForwardToken") or token
+            if not events:
+                return list(tail), token, seen > len(tail)
+
+    def preflight(self, request: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """What this backend would refuse in ``request`` beyond the API's own rules, as
+        ``(request path, message)``: the new-job form shows each next to its field."""
+        return []
 
     def job_notes(self, name: str) -> list[str]:
         """Facts about how the job ran that the service's shape has no field for."""

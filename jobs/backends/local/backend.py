@@ -29,7 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils.timezone import now
 
-from jobs import api_limits
+from jobs import api_limits, storage
 from jobs.backends.base import Backend
 from jobs.backends.local import states
 from jobs.backends.local.models import ACTIVE, LocalLogEvent, LocalTrainingJob, Status
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ACCOUNT = "000000000000"  # the emulator's account id, as in ARNs
 NOT_FOUND = "Requested resource not found."
+VALIDATION = "ValidationException"
 
 
 def client_error(operation: str, code: str, message: str, status: int = 400) -> ClientError:
@@ -47,46 +48,106 @@ def client_error(operation: str, code: str, message: str, status: int = 400) -> 
     )
 
 
-def _check_local(request: Mapping[str, Any]) -> None:
-    """What the emulator needs beyond what AWS checks (AWS's serverless jobs may omit these)."""
-    op = "CreateTrainingJob"
+def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """What the emulator needs beyond what AWS checks, as ``(path, error code, message)``
+    (AWS's serverless jobs may omit what is required here)."""
+    problems: list[tuple[str, str, str]] = []
     spec = request.get("AlgorithmSpecification") or {}
     if not spec.get("TrainingImage"):
-        raise client_error(op, "ValidationException", "AlgorithmSpecification.TrainingImage is required.")
+        problems.append(
+            (
+                "AlgorithmSpecification.TrainingImage",
+                VALIDATION,
+                "AlgorithmSpecification.TrainingImage is required.",
+            )
+        )
     if spec.get("TrainingInputMode", "File") == "Pipe":
-        raise client_error(
-            op, "ValidationException", "The local backend supports File and FastFile input modes."
+        problems.append(
+            (
+                "AlgorithmSpecification.TrainingInputMode",
+                VALIDATION,
+                "The local backend supports File and FastFile input modes.",
+            )
         )
     resources = request.get("ResourceConfig") or {}
     if not resources.get("InstanceType"):
-        raise client_error(op, "ValidationException", "ResourceConfig.InstanceType is required.")
+        problems.append(
+            ("ResourceConfig.InstanceType", VALIDATION, "ResourceConfig.InstanceType is required.")
+        )
     if resources.get("InstanceCount", 1) != 1:
-        raise client_error(
-            op,
-            "ResourceLimitExceeded",
-            f"The local backend runs one instance per job; InstanceCount {resources['InstanceCount']} "
-            "needs the sagemaker backend.",
+        problems.append(
+            (
+                "ResourceConfig.InstanceCount",
+                "ResourceLimitExceeded",
+                f"The local backend runs one instance per job; InstanceCount {resources['InstanceCount']} "
+                "needs the sagemaker backend.",
+            )
         )
     output = (request.get("OutputDataConfig") or {}).get("S3OutputPath", "")
-    if not output.startswith(("s3://", "file://")):
-        raise client_error(
-            op, "ValidationException", f"S3OutputPath {output!r} must be an s3:// or file:// URI."
+    if not isinstance(output, str) or not output.startswith(("s3://", "file://")):
+        problems.append(
+            (
+                "OutputDataConfig.S3OutputPath",
+                VALIDATION,
+                f"S3OutputPath {output!r} must be an s3:// or file:// URI.",
+            )
         )
-    for channel in request.get("InputDataConfig") or []:
+    else:
+        problems += _file_root_problems("OutputDataConfig.S3OutputPath", output)
+    for i, channel in enumerate(request.get("InputDataConfig") or []):
         source = (channel.get("DataSource") or {}).get("S3DataSource")
         name = channel.get("ChannelName")
+        where = f"InputDataConfig[{i}]"
         if not source:
-            raise client_error(
-                op, "ValidationException", f"Channel {name}: the local backend reads S3DataSource only."
+            problems.append(
+                (where, VALIDATION, f"Channel {name}: the local backend reads S3DataSource only.")
             )
+            continue
         if source.get("S3DataType", "S3Prefix") != "S3Prefix":
-            raise client_error(
-                op, "ValidationException", f"Channel {name}: the local backend reads S3Prefix data only."
+            problems.append(
+                (where, VALIDATION, f"Channel {name}: the local backend reads S3Prefix data only.")
             )
         if channel.get("InputMode", spec.get("TrainingInputMode", "File")) == "Pipe":
-            raise client_error(
-                op, "ValidationException", f"Channel {name}: Pipe input mode is not supported locally."
+            problems.append(
+                (
+                    f"{where}.InputMode",
+                    VALIDATION,
+                    f"Channel {name}: Pipe input mode is not supported locally.",
+                )
             )
+        uri = source.get("S3Uri")
+        if isinstance(uri, str):
+            problems += _file_root_problems(f"{where}.DataSource.S3DataSource.S3Uri", uri)
+    return problems
+
+
+def _file_root_problems(path: str, uri: str) -> list[tuple[str, str, str]]:
+    """A ``file://`` URI must lie under one of ``ANYJOB_LOCAL_FILE_ROOTS``."""
+    if not uri.startswith("file://"):
+        return []
+    roots = [Path(r) for r in settings.ANYJOB_LOCAL_FILE_ROOTS]
+    try:
+        target = storage.parse(uri, prefix=True).path.resolve()
+    except (storage.StorageError, OSError, ValueError) as exc:
+        return [(path, VALIDATION, str(exc))]
+    if any(target == root or target.is_relative_to(root) for root in roots):
+        return []
+    allowed = ", ".join(str(r) for r in roots) or "(none: set ANYJOB_LOCAL_FILE_ROOTS)"
+    return [
+        (
+            path,
+            "AccessDenied",
+            f"{uri} is outside the folders local jobs may read and write ({allowed}); "
+            "set ANYJOB_LOCAL_FILE_ROOTS to allow more.",
+        )
+    ]
+
+
+def _check_local(request: Mapping[str, Any]) -> None:
+    problems = local_problems(request)
+    if problems:
+        _, code, message = problems[0]
+        raise client_error("CreateTrainingJob", code, message)
 
 
 def _s3_shaped(uri: str) -> str:
@@ -110,6 +171,15 @@ def as_s3_shaped(request: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(output.get("S3OutputPath"), str):
         output["S3OutputPath"] = _s3_shaped(output["S3OutputPath"])
     return shaped
+
+
+def _event(e: LocalLogEvent) -> dict[str, Any]:
+    return {
+        "logStreamName": e.stream,
+        "timestamp": e.timestamp,
+        "message": e.message,
+        "ingestionTime": e.ingestion_time,
+    }
 
 
 def _time(value: str | None) -> datetime | None:
@@ -322,18 +392,18 @@ class LocalBackend(Backend):
             LocalLogEvent.objects.filter(job=job, seq__gt=after).order_by("seq")[: max(1, min(limit, 10_000))]
         )
         last = events[-1].seq if events else after
-        return {
-            "events": [
-                {
-                    "logStreamName": e.stream,
-                    "timestamp": e.timestamp,
-                    "message": e.message,
-                    "ingestionTime": e.ingestion_time,
-                }
-                for e in events
-            ],
-            "nextForwardToken": f"f/{last}",
-        }
+        return {"events": [_event(e) for e in events], "nextForwardToken": f"f/{last}"}
+
+    def tail_training_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        job = self._get("GetLogEvents", name)
+        newest = list(LocalLogEvent.objects.filter(job=job).order_by("-seq")[: lines + 1])
+        older = len(newest) > lines
+        events = list(reversed(newest[:lines]))
+        token = f"f/{events[-1].seq}" if events else "f/-1"
+        return [_event(e) for e in events], token, older
+
+    def preflight(self, request: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return [(path, message) for path, _, message in local_problems(request)]
 
     def job_notes(self, name: str) -> list[str]:
         return list(self._get("DescribeTrainingJob", name).notes)

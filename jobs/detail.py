@@ -1,0 +1,250 @@
+"""What the job page shows beyond the row: timeline, log, request as code, changes vs parent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pprint
+from collections import deque
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from jobs import storage
+from jobs.backends import get_backend
+from jobs.models import TrainingJob
+from jobs.requests import build_training_request
+
+log = logging.getLogger(__name__)
+
+#: Log lines the page shows at first (older lines are in the full log download).
+LOG_TAIL_LINES = 500
+#: Log lines in the failure panel.
+FAILURE_LOG_LINES = 30
+#: Events fetched per follow-mode poll.
+LOG_POLL_EVENTS = 2000
+
+
+def timeline(transitions: Any) -> list[dict[str, Any]]:
+    """``SecondaryStatusTransitions`` with each step's duration (``None`` while it lasts)."""
+    steps = []
+    for t in transitions if isinstance(transitions, list) else []:
+        if not isinstance(t, dict):
+            continue
+        start, end = _parse(t.get("StartTime")), _parse(t.get("EndTime"))
+        steps.append(
+            {
+                "status": t.get("Status", ""),
+                "message": t.get("StatusMessage", ""),
+                "start": start,
+                "end": end,
+                "duration": _round(end - start) if start and end else None,
+            }
+        )
+    return steps
+
+
+def _parse(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _round(delta: timedelta) -> timedelta:
+    return timedelta(seconds=round(delta.total_seconds()))
+
+
+def request_for(job: TrainingJob) -> dict[str, Any]:
+    """The request as sent, or as it will be sent (a job not submitted yet)."""
+    if job.request:
+        return job.request
+    try:
+        return build_training_request(
+            job,
+            code_uri=job.source_uri or "<code bundle>",
+            image=settings.ANYJOB_TRAINING_IMAGE,
+            role_arn=settings.ANYJOB_ROLE_ARN,
+            region=settings.ANYJOB_REGION,
+            default_output_path=f"{settings.ANYJOB_ARTIFACT_STORE.rstrip('/')}/output",
+        )
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def as_boto3(request: dict[str, Any]) -> str:
+    body = pprint.pformat(request, indent=4, width=100, sort_dicts=False)
+    return (
+        "import boto3\n\n"
+        f'sagemaker = boto3.client("sagemaker", region_name={settings.ANYJOB_REGION!r})\n'
+        f"response = sagemaker.create_training_job(**{body})\n"
+        'print(response["TrainingJobArn"])\n'
+    )
+
+
+def as_cli_json(request: dict[str, Any]) -> str:
+    return json.dumps(request, indent=2)
+
+
+def cli_command(job: TrainingJob) -> str:
+    return f"aws sagemaker create-training-job --cli-input-json file://{job.name}.json"
+
+
+# --- the log ---------------------------------------------------------------------------------------
+
+
+def log_tail(job: TrainingJob, lines: int = LOG_TAIL_LINES) -> tuple[list[dict[str, Any]], str | None, bool]:
+    """The last ``lines`` log events, the token to follow from, and whether older lines exist.
+
+    ``([], None, False)`` when the backend has no log for the job (not submitted yet)."""
+    if job.status in (TrainingJob.Status.PENDING, TrainingJob.Status.SUBMIT_FAILED):
+        return [], None, False
+    try:
+        return get_backend().tail_training_logs(job.name, lines)
+    except (ClientError, BotoCoreError, storage.StorageError) as exc:
+        log.info("no log for %s: %s", job.name, exc)
+        return [], None, False
+
+
+def log_after(job: TrainingJob, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """New events after ``token`` (follow mode)."""
+    try:
+        page = get_backend().get_training_logs(job.name, token, LOG_POLL_EVENTS)
+    except (ClientError, BotoCoreError, storage.StorageError) as exc:
+        log.info("log of %s unavailable: %s", job.name, exc)
+        return [], token
+    return page.get("events", []), page.get("nextForwardToken") or token
+
+
+def full_log(job: TrainingJob, max_events: int = 1_000_000):
+    """Every log line, as text chunks (the download)."""
+    token: str | None = None
+    sent = 0
+    backend = get_backend()
+    while sent < max_events:
+        try:
+            page = backend.get_training_logs(job.name, token, 10_000)
+        except (ClientError, BotoCoreError, storage.StorageError):
+            return
+        events = page.get("events", [])
+        if not events:
+            return
+        sent += len(events)
+        yield "".join(f"{e['message']}\n" for e in events)
+        token = page.get("nextForwardToken")
+
+
+def last_lines(events: list[dict[str, Any]], n: int = FAILURE_LOG_LINES) -> list[dict[str, Any]]:
+    return list(deque(events, maxlen=n))
+
+
+# --- artifacts -------------------------------------------------------------------------------------
+
+
+def artifact_listing(job: TrainingJob) -> list[dict[str, Any]]:
+    """``model.tar.gz`` and ``output.tar.gz``: each with its files, or why it cannot be read."""
+    if not job.model_artifacts:
+        return []
+    backend = get_backend()
+    found = []
+    for which, filename in (("model", "model.tar.gz"), ("output", "output.tar.gz")):
+        entry: dict[str, Any] = {"which": which, "filename": filename, "members": [], "error": ""}
+        try:
+            entry["uri"] = backend.artifact_uri(job.name, which)
+            entry["members"] = [m for m in backend.list_artifact_files(job.name, which) if not m.is_dir]
+        except (ClientError, BotoCoreError, storage.StorageError, OSError, EOFError) as exc:
+            entry["error"] = str(exc) or type(exc).__name__
+        found.append(entry)
+    return found
+
+
+# --- clones ----------------------------------------------------------------------------------------
+
+_SCALARS = [
+    ("entry_point", "entry point"),
+    ("instance_type", "instance type"),
+    ("instance_count", "instance count"),
+    ("volume_size_gb", "volume size (GB)"),
+    ("max_runtime_seconds", "max runtime (s)"),
+    ("output_path", "output path"),
+    ("network_isolation", "network isolation"),
+]
+
+
+def _rows(items: Any, key: str) -> dict[str, Any]:
+    return {str(i.get(key)): i for i in items or [] if isinstance(i, dict)}
+
+
+def changes(parent: TrainingJob, job: TrainingJob) -> list[str]:
+    """What ``job`` changes against the job it was cloned from, one sentence each."""
+    out: list[str] = []
+    if parent.source_sha256 != job.source_sha256:
+        out.append(f"code changed ({parent.source_sha256[:12]} → {job.source_sha256[:12]})")
+    for attr, label in _SCALARS:
+        old, new = getattr(parent, attr), getattr(job, attr)
+        if old != new:
+            out.append(f"{label}: {old!r} → {new!r}")
+    out += _diff_rows(
+        "hyperparameter", _rows(parent.hyperparameters, "key"), _rows(job.hyperparameters, "key"), _hp
+    )
+    out += _diff_rows("channel", _rows(parent.channels, "name"), _rows(job.channels, "name"), _channel)
+    out += _diff_rows(
+        "environment variable",
+        {k: {"value": v} for k, v in (parent.environment or {}).items()},
+        {k: {"value": v} for k, v in (job.environment or {}).items()},
+        lambda r: repr(r["value"]),
+    )
+    out += _diff_rows(
+        "tag", _rows(parent.tags, "key"), _rows(job.tags, "key"), lambda r: repr(r.get("value"))
+    )
+    return out
+
+
+def _hp(row: dict[str, Any]) -> str:
+    kind = row.get("type", "string")
+    return f"{row.get('value')!r}" + ("" if kind == "string" else f" ({kind})")
+
+
+def _channel(row: dict[str, Any]) -> str:
+    extra = ", ".join(v for v in (row.get("content_type"), row.get("input_mode")) if v)
+    return f"{row.get('uri')}" + (f" ({extra})" if extra else "")
+
+
+def _diff_rows(noun: str, old: dict[str, Any], new: dict[str, Any], show) -> list[str]:
+    out = []
+    for key in old:
+        if key not in new:
+            out.append(f"{noun} {key} removed (was {show(old[key])})")
+        elif show(old[key]) != show(new[key]):
+            out.append(f"{noun} {key}: {show(old[key])} → {show(new[key])}")
+    out += [f"{noun} {key} added: {show(new[key])}" for key in new if key not in old]
+    return out
+
+
+def clone_initial(job: TrainingJob) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The new-job form's fields and rows, pre-filled from ``job``."""
+    from jobs.newjob import generate_name
+
+    initial = {
+        "name": generate_name(job.entry_point),
+        "source_sha256": job.source_sha256,
+        "entry_point": job.entry_point,
+        "parent": job.name,
+        "instance_type": job.instance_type,
+        "instance_count": job.instance_count,
+        "volume_size_gb": job.volume_size_gb,
+        "max_runtime_seconds": job.max_runtime_seconds,
+        "output_path": job.output_path,
+        "network_isolation": job.network_isolation,
+    }
+    rows = {
+        "channels": [dict(c) for c in job.channels or []],
+        "hyperparameters": [dict(h) for h in job.hyperparameters or []],
+        "environment": [{"key": k, "value": v} for k, v in (job.environment or {}).items()],
+        "tags": [dict(t) for t in job.tags or []],
+    }
+    return initial, rows
