@@ -211,7 +211,7 @@ def test_an_archive_of_a_folder_keeps_its_files_and_asks_for_the_entry_point(sig
     assert f'name="source_sha256" value="{sha}"' in body  # the code is kept for the next POST
     assert sorted(response.context["code"].files) == ["lib/util.py", "prep.py", "run.sh"]
     # Sent again with the entry point and no upload: nothing is lost.
-    response, delay = submit(signed_in, form(source_sha256=sha, entry_point="run.sh"))
+    response, _ = submit(signed_in, form(source_sha256=sha, entry_point="run.sh"))
     assert response.status_code == 302
     job = TrainingJob.objects.get()
     assert (job.entry_point, job.source_sha256) == ("run.sh", sha)
@@ -235,7 +235,10 @@ def test_several_files_with_the_same_name_are_refused(signed_in):
 def test_duplicate_channels_and_keys_are_refused_next_to_the_row(signed_in):
     data = form(
         channels=[{"name": "train", "uri": "s3://b/a/"}, {"name": "train", "uri": "s3://b/b/"}],
-        hyperparameters=[{"key": "lr", "value": "1", "type": "number"}, {"key": "lr", "value": "2", "type": "number"}],
+        hyperparameters=[
+            {"key": "lr", "value": "1", "type": "number"},
+            {"key": "lr", "value": "2", "type": "number"},
+        ],
     )
     response, delay = submit(signed_in, data, [upload()])
     errors_of(response)
@@ -307,7 +310,8 @@ def test_a_file_channel_outside_the_allowed_folders_is_refused(signed_in, settin
     channels = [{"name": "secrets", "uri": f"file://{settings.VAR_DIR}"}]
     response, _ = submit(signed_in, form(channels=channels), [upload()])
     errors_of(response)
-    assert "outside the folders local jobs may read" in response.context["page"].channels.forms[0].errors["uri"][0]
+    message = response.context["page"].channels.forms[0].errors["uri"][0]
+    assert "outside the folders local jobs may read" in message
 
 
 def test_html_typed_in_the_form_comes_back_inert(signed_in):
