@@ -74,6 +74,7 @@ def job_detail(request: HttpRequest, name: str) -> HttpResponse:
         "events": events,
         "log_token": token,
         "log_older": older,
+        "log_more": job.status not in TrainingJob.FINAL,
         "failure_lines": detail.last_lines(events),
         "boto3_code": detail.as_boto3(job_request) if job_request else "",
         "cli_json": detail.as_cli_json(job_request) if job_request else "",
@@ -128,7 +129,9 @@ def job_log(request: HttpRequest, name: str) -> HttpResponse:
     if token is not None and len(token) > 200:
         return HttpResponseBadRequest("The log token is not valid.")
     events, new_token = detail.log_after(job, token)
-    ctx = {"job": job, "events": events, "log_token": new_token, "final": job.status in TrainingJob.FINAL}
+    # A final job's log is followed until a poll brings nothing new (CloudWatch lags a little).
+    more = job.status not in TrainingJob.FINAL or bool(events)
+    ctx = {"job": job, "events": events, "log_token": new_token, "log_more": more}
     return render(request, "jobs/_job_log_poll.html", ctx)
 
 

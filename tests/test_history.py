@@ -195,3 +195,17 @@ def test_it_exports_the_filtered_list_as_json(client, alice, jobs):
 def test_the_json_export_of_nothing_is_an_empty_list(client, alice):
     client.force_login(alice)
     assert json.loads(b"".join(client.get("/jobs/", {"format": "json"}).streaming_content)) == []
+
+
+def test_the_table_refreshes_itself_while_jobs_run(client, alice):
+    from jobs.models import TrainingJob
+
+    TrainingJob.objects.create(owner=alice, name="running-1", entry_point="t.py", status="InProgress")
+    client.force_login(alice)
+    full = client.get("/jobs/?status=InProgress")
+    assert b'hx-trigger="every 3s"' in full.content
+    fragment = client.get("/jobs/?status=InProgress", HTTP_HX_REQUEST="true")
+    assert fragment.content.lstrip().startswith(b'<div id="history-table"')
+    assert b"<html" not in fragment.content
+    TrainingJob.objects.filter(name="running-1").update(status="Completed")
+    assert b"hx-trigger" not in client.get("/jobs/").content

@@ -3,6 +3,7 @@ from unittest.mock import patch
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import TestCase
 
 from jobs.models import TrainingJob
 
@@ -155,3 +156,71 @@ def test_the_stop_endpoint_refuses_other_methods(client, alice, job):
     client.force_login(alice)
     assert client.put("/jobs/iris-xgb-0001/stop/").status_code == 405
     assert client.delete("/jobs/iris-xgb-0001/stop/").status_code == 405
+
+
+def test_the_status_fragment_polls_until_final_then_reloads_the_page_once(client, bob, job):
+    client.force_login(bob)
+    fragment = client.get("/jobs/iris-xgb-0001/status/", HTTP_HX_REQUEST="true")
+    assert b'hx-trigger="every 2s"' in fragment.content
+    assert b"?was=InProgress" in fragment.content
+    TrainingJob.objects.filter(pk=job.pk).update(status="Completed")
+    refresh = client.get("/jobs/iris-xgb-0001/status/?was=InProgress", HTTP_HX_REQUEST="true")
+    assert refresh["HX-Refresh"] == "true"
+    # Already final when the page was drawn: the fragment answers without a trigger.
+    final = client.get("/jobs/iris-xgb-0001/status/?was=Completed", HTTP_HX_REQUEST="true")
+    assert b"hx-trigger" not in final.content
+
+
+def test_a_job_not_submitted_has_no_log_and_shows_the_request_to_come(client, alice):
+    TrainingJob.objects.create(owner=alice, name="waiting-1", entry_point="train.py")
+    client.force_login(alice)
+    body = client.get("/jobs/waiting-1/").content.decode()
+    assert "No log yet." in body
+    assert "Not submitted yet: this is the request that will be sent." in body
+
+
+def test_a_bad_log_token_is_a_400_not_a_500(client, alice, job):
+    client.force_login(alice)
+    assert client.get("/jobs/iris-xgb-0001/log/?token=" + "x" * 500).status_code == 400
+    # Unknown to the backend: an empty answer that keeps polling.
+    response = client.get("/jobs/iris-xgb-0001/log/?token=garbage", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("user", "status"), [("alice", 200), ("bob", 403), ("charlie", 200)])
+def test_only_the_owner_or_staff_clone(client, alice, bob, charlie, job, user, status):
+    client.force_login(User.objects.get(username=user))
+    assert client.get("/jobs/iris-xgb-0001/clone/").status_code == status
+    body = client.get("/jobs/iris-xgb-0001/").content.decode()
+    assert ('href="/jobs/iris-xgb-0001/clone/"' in body) is (status == 200)
+
+
+def test_a_clone_posted_by_a_teammate_is_refused(client, bob, job):
+    from tests.test_new_job import form, submit, upload
+
+    client.force_login(bob)
+    response, delay = submit(client, form(name="sneaky-1", parent=job.name), [upload()])
+    assert response.status_code == 200
+    assert "Only the owner of a job (or staff) can clone it." in response.content.decode()
+    delay.assert_not_called()
+
+
+def test_a_submit_failed_job_can_be_resubmitted_by_its_owner(client, alice, bob, job):
+    TrainingJob.objects.filter(pk=job.pk).update(status="SubmitFailed", error="ResourceLimitExceeded: <x>")
+    client.force_login(bob)
+    assert client.post("/jobs/iris-xgb-0001/resubmit/").status_code == 403
+    client.force_login(alice)
+    body = client.get("/jobs/iris-xgb-0001/").content.decode()
+    assert "ResourceLimitExceeded: &lt;x&gt;" in body and "Resubmit" in body
+    with patch("jobs.tasks.submit_job_task.delay") as delay, TestCase.captureOnCommitCallbacks(execute=True):
+        response = client.post("/jobs/iris-xgb-0001/resubmit/")
+    assert response.status_code == 302
+    delay.assert_called_once_with(job.pk)
+    assert client.get("/jobs/iris-xgb-0001/resubmit/").status_code == 405
+
+
+def test_pages_of_an_unknown_job_are_404(client, alice):
+    client.force_login(alice)
+    for suffix in ["status/", "log/", "artifacts/", "artifacts/model/", "artifacts/model/x.txt", "clone/"]:
+        assert client.get(f"/jobs/nope/{suffix}").status_code == 404, suffix
+    assert client.post("/jobs/nope/resubmit/").status_code == 404
