@@ -184,11 +184,15 @@ class RowFormSet(forms.BaseFormSet):
         return max(len(self.initial or []) + self.extra, self.min_num)
 
     def rows(self) -> list[tuple[int, dict[str, Any]]]:
-        """``(form index, cleaned data)`` of the filled, kept rows (after ``is_valid()``)."""
+        """``(form index, cleaned data)`` of the filled, kept rows without errors (after
+        ``is_valid()``)."""
         return [
             (i, form.cleaned_data)
             for i, form in enumerate(self.forms)
-            if form.has_changed() and not self._should_delete_form(form) and not form.is_blank()
+            if form.has_changed()
+            and not form.errors
+            and not self._should_delete_form(form)
+            and not form.is_blank()
         ]
 
     def clean(self) -> None:

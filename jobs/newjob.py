@@ -188,9 +188,11 @@ class NewJob:
         checked = [self.form.is_valid(), *[t.is_valid() for t in self.tables]]
         self._check_code()
         self._check_hyperparameters()
-        if all(checked) and not self.has_errors():
+        if all(checked):
             self._check_parent(user)
-            self._check_request()
+            # The API's rules too, on the rows that passed their own checks: every message at once.
+            if self.code is not None and not self.form.errors:
+                self._check_request()
         return not self.has_errors()
 
     def has_errors(self) -> bool:

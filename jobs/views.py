@@ -18,7 +18,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRefresh, trigger_client_event
+from django_htmx.http import trigger_client_event
 
 from jobs import detail, newjob, storage, uploads
 from jobs.backends import get_backend
@@ -108,13 +108,14 @@ def _notes(job: TrainingJob) -> list[str]:
 
 @login_required
 def job_status(request: HttpRequest, name: str) -> HttpResponse:
-    """The status fragment the job page polls; it stops polling once the job is final, and
-    reloads the page once when the job has just finished (failure panel, artifacts)."""
+    """The status fragment the job page polls. It stops polling once the job is final; when a
+    watched job has just finished it also brings the failure panel and the artifacts."""
     job = get_object_or_404(TrainingJob, name=name)
-    final = job.status in TrainingJob.FINAL
-    if request.htmx and final and request.GET.get("was") not in TrainingJob.FINAL:
-        return HttpResponseClientRefresh()
-    return render(request, "jobs/_job_status.html", _status_context(request, job))
+    ctx = _status_context(request, job)
+    if ctx["final"] and request.GET.get("was") not in TrainingJob.FINAL:
+        events, _, _ = detail.log_tail(job, detail.FAILURE_LOG_LINES)
+        return render(request, "jobs/_job_final.html", {**ctx, "failure_lines": events})
+    return render(request, "jobs/_job_status.html", ctx)
 
 
 @login_required

@@ -158,24 +158,27 @@ def test_the_stop_endpoint_refuses_other_methods(client, alice, job):
     assert client.delete("/jobs/iris-xgb-0001/stop/").status_code == 405
 
 
-def test_the_status_fragment_polls_until_final_then_reloads_the_page_once(client, bob, job):
+def test_the_status_fragment_polls_until_final_then_brings_the_final_panels(client, bob, job):
     client.force_login(bob)
     fragment = client.get("/jobs/iris-xgb-0001/status/", HTTP_HX_REQUEST="true")
     assert b'hx-trigger="every 2s"' in fragment.content
     assert b"?was=InProgress" in fragment.content
-    TrainingJob.objects.filter(pk=job.pk).update(status="Completed")
-    refresh = client.get("/jobs/iris-xgb-0001/status/?was=InProgress", HTTP_HX_REQUEST="true")
-    assert refresh["HX-Refresh"] == "true"
+    TrainingJob.objects.filter(pk=job.pk).update(status="Failed", failure_reason="AlgorithmError: <x>")
+    final = client.get("/jobs/iris-xgb-0001/status/?was=InProgress", HTTP_HX_REQUEST="true")
+    body = final.content.decode()
+    assert 'hx-trigger="every 2s"' not in body
+    assert '<div id="failure-slot" hx-swap-oob="true">' in body and "AlgorithmError: &lt;x&gt;" in body
+    assert '<div id="artifacts-slot" hx-swap-oob="true">' in body
     # Already final when the page was drawn: the fragment answers without a trigger.
-    final = client.get("/jobs/iris-xgb-0001/status/?was=Completed", HTTP_HX_REQUEST="true")
-    assert b"hx-trigger" not in final.content
+    final = client.get("/jobs/iris-xgb-0001/status/?was=Failed", HTTP_HX_REQUEST="true")
+    assert b"hx-trigger" not in final.content and b"hx-swap-oob" not in final.content
 
 
 def test_a_job_not_submitted_has_no_log_and_shows_the_request_to_come(client, alice):
     TrainingJob.objects.create(owner=alice, name="waiting-1", entry_point="train.py")
     client.force_login(alice)
     body = client.get("/jobs/waiting-1/").content.decode()
-    assert "No log yet." in body
+    assert '<pre class="log" id="log-lines"></pre>' in body  # shows "No log yet."
     assert "Not submitted yet: this is the request that will be sent." in body
 
 

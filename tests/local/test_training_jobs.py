@@ -345,13 +345,27 @@ def test_list_filters_and_pages(backend, code, output) -> None:
     )
 
 
-def test_an_output_path_that_cannot_be_written_fails_the_job(backend, code) -> None:
+def test_an_output_path_that_cannot_be_written_fails_the_job(backend, code, settings) -> None:
+    settings.ANYJOB_LOCAL_FILE_ROOTS = [*settings.ANYJOB_LOCAL_FILE_ROOTS, Path("/proc")]
     name = unique("noout")
     request = training_request(name, code, "probe.py", Path("/proc/anyjob-cannot-write"))
     backend.create_training_job(request)
     job = wait_for(backend, name)
     assert job["TrainingJobStatus"] == "Failed"
     assert job["FailureReason"].startswith("ClientError: could not upload the training artifacts: ")
+
+
+def test_file_uris_outside_the_allowed_folders_are_refused(backend, code, output, settings) -> None:
+    settings.ANYJOB_LOCAL_FILE_ROOTS = [output]
+    secret = settings.VAR_DIR  # the dashboard's own state: database, secret key
+    request = training_request(unique("peek"), code, "probe.py", output, channels={"x": secret.as_uri()})
+    with pytest.raises(ClientError) as refused:
+        backend.create_training_job(request)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert "outside the folders local jobs may read and write" in str(refused.value)
+    request = training_request(unique("peek"), code, "probe.py", secret)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        backend.create_training_job(request)
 
 
 def test_a_log_flood_is_kept_bounded(backend, code, output, settings) -> None:
