@@ -31,6 +31,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/serve_throughput.py
 	$(BIN)/python bench/local_job_overhead.py
+	$(BIN)/python bench/submit_to_complete.py
 
 # Embedded Redis, one Celery worker + beat and the web server on 127.0.0.1:8000 (webapp/run.py).
 run: $(STAMP)

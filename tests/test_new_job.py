@@ -383,3 +383,18 @@ def test_the_code_view_shows_files_and_source(signed_in):
     download = signed_in.get(f"/code/{sha}/train.py?download=1")
     assert download["Content-Type"] == "application/octet-stream"
     assert download.content == TRAIN
+
+
+def test_a_crafted_post_without_the_row_tables_is_an_error_page_not_a_500(signed_in):
+    response, _ = submit(signed_in, {"name": "x"}, [upload()])
+    assert response.status_code == 200
+    assert 'id="form-errors"' in response.content.decode()
+    response = signed_in.post("/new/preview/", {"hp-TOTAL_FORMS": "bogus"})
+    assert response.status_code == 200
+    assert "reload the page" in response.content.decode()
+
+
+def test_the_new_job_endpoints_refuse_get_where_they_only_take_post(signed_in):
+    assert signed_in.get("/new/code/").status_code == 405
+    assert signed_in.get("/new/preview/").status_code == 405
+    assert signed_in.put("/new/").status_code == 405
