@@ -65,7 +65,7 @@ def test_it_lists_every_job_newest_first(client, bob, jobs):
     assert response.status_code == 200
     assert names(response) == ["resnet-c", "mnist-b", "iris-a"]
     assert b'href="/jobs/iris-a/"' in response.content
-    assert b"0:07:30" in response.content
+    assert b"7 min 30 s" in response.content
     assert b"ml.m5.large" in response.content
 
 

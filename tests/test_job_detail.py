@@ -60,7 +60,7 @@ def test_it_shows_the_job(client, bob, job):
     assert "s3://anyjob-data/iris/" in body
     assert "2 × ml.m5.xlarge" in body
     assert "s3://anyjob-artifacts/output" in body
-    assert "0:02:15" in body  # the Starting step's duration
+    assert "2 min 15 s" in body  # the Starting step's duration
     assert "Preparing the instances" in body
     assert json.dumps(REQUEST, indent=2).replace('"', "&quot;") in body
 
@@ -227,3 +227,20 @@ def test_pages_of_an_unknown_job_are_404(client, alice):
     for suffix in ["status/", "log/", "artifacts/", "artifacts/model/", "artifacts/model/x.txt", "clone/"]:
         assert client.get(f"/jobs/nope/{suffix}").status_code == 404, suffix
     assert client.post("/jobs/nope/resubmit/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0.68, "0.7 s"),
+        (42, "42 s"),
+        (185, "3 min 05 s"),
+        (7380, "2 h 03 min"),
+        (273_600, "3 d 4 h"),
+        (None, ""),
+    ],
+)
+def test_durations_read_like_people_write_them(value, shown):
+    from jobs.templatetags.jobs_extras import seconds
+
+    assert seconds(value) == shown
