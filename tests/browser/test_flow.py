@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import shot, sign_in
+from tests.browser.conftest import output_dir, shot, sign_in
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "container" / "examples"
 DATA = f"file://{EXAMPLES}/linear/data"
@@ -77,6 +77,9 @@ def test_a_new_teammate_runs_fails_and_clones_jobs(page: Page, stack, request) -
     expect(page.locator("#timeline")).to_contain_text("Training")
     expect(page.locator("#log-lines")).not_to_be_empty()
     shot(page, request, "completed")
+    # One window's worth, as the README shows it (static/screenshot.png is a copy of one).
+    page.locator("#log-lines").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    page.screenshot(path=output_dir(request) / "readme-job-page.png")
 
     # The artifacts appeared with the final status; open model.tar.gz's file list and a file.
     expect(page.locator("#artifacts")).to_contain_text("model.tar.gz", timeout=15_000)
