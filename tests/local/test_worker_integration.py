@@ -20,7 +20,7 @@ from django.db import transaction
 from jobs.models import TrainingJob
 from jobs.tasks import enqueue_submit
 from tests import servers
-from tests.local.test_tasks import linear_job
+from tests.local.test_tasks import EXAMPLES, code_files, linear_job, make_job
 from webapp.run import redis_answers, redis_config, redis_server_binary
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -67,18 +67,28 @@ def celery_processes(tmp_path: Path, image_python: Path) -> Iterator[None]:
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def test_a_job_enqueued_on_commit_reaches_completed(celery_processes) -> None:
+def wait_final(job: TrainingJob, timeout: float = 90) -> TrainingJob:
+    deadline = time.monotonic() + timeout
+    while True:
+        job.refresh_from_db()
+        if job.status in TrainingJob.FINAL:
+            return job
+        assert time.monotonic() < deadline, f"{job.name} still {job.status}/{job.secondary_status}"
+        time.sleep(0.3)
+
+
+def test_jobs_enqueued_on_commit_reach_completed_and_failed(celery_processes) -> None:
     owner = User.objects.create_user("bob", password="x")
     with transaction.atomic():
         job = linear_job(owner)
         enqueue_submit(job)
-    deadline = time.monotonic() + 90
-    while True:
-        job.refresh_from_db()
-        if job.status in TrainingJob.FINAL:
-            break
-        assert time.monotonic() < deadline, f"{job.name} still {job.status}/{job.secondary_status}"
-        time.sleep(0.3)
+        failing = make_job(owner, code_files(EXAMPLES / "failing"), "failing")
+        enqueue_submit(failing)
+    job = wait_final(job)
     assert job.status == TrainingJob.Status.COMPLETED, job.failure_reason or job.error
     assert job.submitted_at is not None and job.model_artifacts
     assert [t["Status"] for t in job.transitions][-1] == "Completed"
+    failing = wait_final(failing)
+    assert failing.status == TrainingJob.Status.FAILED
+    assert failing.failure_reason.startswith("AlgorithmError: ")
+    assert failing.failure_text.strip().splitlines()[-1].startswith("FileNotFoundError: ")
