@@ -79,10 +79,26 @@ def uri_for(sha256: str, store: str) -> str:
 
 
 def store(bundle: Bundle, store_uri: str) -> str:
-    """Store ``bundle`` under ``store_uri`` (skipped when it is already there); its URI."""
+    """Store ``bundle`` under ``store_uri`` (skipped when an object with the same sha256 is
+    already there); its URI."""
     uri = uri_for(bundle.sha256, store_uri)
-    if not storage.exists(uri):
-        storage.put_bytes(bundle.data, uri)
+    if storage.stored_sha256(uri) != bundle.sha256:
+        storage.put_bytes(bundle.data, uri, sha256=bundle.sha256)
+    return uri
+
+
+def job_uri(job_name: str, store_uri: str) -> str:
+    """Where a job's own copy of its code goes: ``<store>/<job>/source/sourcedir.tar.gz`` (the
+    SageMaker SDK's layout)."""
+    return f"{store_uri.rstrip('/')}/{job_name}/source/sourcedir.tar.gz"
+
+
+def stage_for_job(sha256: str, job_name: str, store_uri: str) -> str:
+    """Copy the stored bundle ``sha256`` to the job's own place (skipped when an object with the
+    same sha256 is there: a retried submit uploads nothing); its URI."""
+    uri = job_uri(job_name, store_uri)
+    if storage.stored_sha256(uri) != sha256:
+        storage.copy(uri_for(sha256, store_uri), uri, sha256=sha256)
     return uri
 
 

@@ -12,10 +12,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
-from jobs import storage
+from jobs import bundles, storage
 from jobs.backends import get_backend
 from jobs.models import TrainingJob
-from jobs.requests import build_training_request
+from jobs.requests import build_training_request, settings_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,8 @@ def request_for(job: TrainingJob) -> dict[str, Any]:
     if job.request:
         return job.request
     try:
-        return build_training_request(
-            job,
-            code_uri=job.source_uri or "<code bundle>",
-            image=settings.ANYJOB_TRAINING_IMAGE,
-            role_arn=settings.ANYJOB_ROLE_ARN,
-            region=settings.ANYJOB_REGION,
-            default_output_path=f"{settings.ANYJOB_ARTIFACT_STORE.rstrip('/')}/output",
-        )
+        code_uri = bundles.job_uri(job.name, settings.ANYJOB_ARTIFACT_STORE)
+        return build_training_request(job, code_uri=code_uri, **settings_kwargs(settings))
     except (ValueError, KeyError, TypeError):
         return {}
 
@@ -114,7 +108,7 @@ def log_after(job: TrainingJob, token: str | None) -> tuple[list[dict[str, Any]]
     """New events after ``token`` (follow mode)."""
     try:
         page = get_backend().get_training_logs(job.name, token, LOG_POLL_EVENTS)
-    except (ClientError, BotoCoreError, storage.StorageError) as exc:
+    except (ClientError, BotoCoreError, storage.StorageError, ValueError) as exc:
         log.info("log of %s unavailable: %s", job.name, exc)
         return [], token
     return page.get("events", []), page.get("nextForwardToken") or token
@@ -139,7 +133,17 @@ def full_log(job: TrainingJob, max_events: int = 1_000_000):
 
 
 def last_lines(events: list[dict[str, Any]], n: int = FAILURE_LOG_LINES) -> list[dict[str, Any]]:
-    return list(deque(events, maxlen=n))
+    """The last ``n`` lines of each host's stream (one stream on the local backend)."""
+    by_stream: dict[str, deque[dict[str, Any]]] = {}
+    for e in events:
+        by_stream.setdefault(e.get("logStreamName", ""), deque(maxlen=n)).append(e)
+    if len(by_stream) <= 1:
+        return list(deque(events, maxlen=n))
+    out: list[dict[str, Any]] = []
+    for stream in sorted(by_stream):
+        out.append({"message": f"--- {stream}"})
+        out += by_stream[stream]
+    return out
 
 
 # --- artifacts -------------------------------------------------------------------------------------

@@ -6,10 +6,31 @@ Job state lives here; Redis holds only messages (DESIGN.md, "Data flow").
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.utils.timezone import now
+
+#: ``search_text`` keeps this many characters; a longer job is also searched in its JSON fields.
+#: (600 characters are at most 2,400 bytes: an index entry stays under PostgreSQL's B-tree limit.)
+SEARCH_TEXT_MAX = 600
+#: What ``search_text`` is made of, so ``save()`` refreshes it when one of them changes.
+SEARCHED_FIELDS = ("name", "hyperparameters", "channels")
+
+
+def searchable_text(name: str, hyperparameters: Any, channels: Any) -> str:
+    """The history's free-text search target: lower case, one item a line, at most
+    ``SEARCH_TEXT_MAX`` characters. The name, each hyperparameter as ``key=value``, and each
+    channel's name, URI and content type."""
+    lines = [name]
+    for hp in hyperparameters if isinstance(hyperparameters, list) else []:
+        if isinstance(hp, dict):
+            lines.append(f"{hp.get('key', '')}={hp.get('value', '')}")
+    for channel in channels if isinstance(channels, list) else []:
+        if isinstance(channel, dict):
+            lines += [str(channel.get(k) or "") for k in ("name", "uri", "content_type")]
+    return "\n".join(lines).lower()[:SEARCH_TEXT_MAX]
 
 
 class TrainingJob(models.Model):
@@ -86,16 +107,35 @@ class TrainingJob(models.Model):
     last_modified = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    #: ``searchable_text()`` of the row, set by ``save()`` (``QuerySet.update()`` and
+    #: ``bulk_create()`` skip it: pass it yourself when they set a searched field).
+    search_text = models.TextField(blank=True, editable=False)
 
     class Meta:
         indexes = [
-            models.Index(fields=["status", "created_at"]),
+            # Each index a history page walks in order holds ``search_text``: SQLite then checks
+            # ``search_text LIKE '%…%'`` in the index (a tenth of the table) and reads only the
+            # rows it shows, for COUNT(*) and for the page (see jobs.history._search).
+            # Newest first (the default), a date range.
+            models.Index(fields=["created_at", "id", "search_text"], name="jobs_created_search_idx"),
+            # A status filter, and ?sort=-status (read backwards).
+            models.Index(fields=["status", "created_at", "id", "search_text"], name="jobs_status_search_idx"),
+            # ?sort=status: newest first within each status (without it SQLite sorts a status).
+            models.Index(
+                fields=["status", "-created_at", "-id", "search_text"], name="jobs_status_newest_idx"
+            ),
             models.Index(fields=["owner", "created_at"]),
-            models.Index(fields=["created_at"]),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.search_text = searchable_text(self.name, self.hyperparameters, self.channels)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and set(SEARCHED_FIELDS) & set(update_fields):
+            kwargs["update_fields"] = {*update_fields, "search_text"}
+        super().save(*args, **kwargs)
 
     @property
     def duration(self) -> timedelta | None:

@@ -37,7 +37,7 @@ from jobs.forms import (
     TagFormSet,
 )
 from jobs.models import TrainingJob
-from jobs.requests import build_training_request, encode_hyperparameter
+from jobs.requests import build_training_request, encode_hyperparameter, settings_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -302,12 +302,7 @@ class NewJob:
         if TrainingJob.objects.filter(name=draft.name).exists():
             self.form.add_error("name", f"A job called {draft.name!r} exists already: choose another name.")
         request = build_training_request(
-            draft,
-            code_uri=self.code.uri,
-            image=settings.ANYJOB_TRAINING_IMAGE,
-            role_arn=settings.ANYJOB_ROLE_ARN,
-            region=settings.ANYJOB_REGION,
-            default_output_path=default_output_path(),
+            draft, code_uri=bundles.job_uri(draft.name, store_uri()), **settings_kwargs(settings)
         )
         try:
             from jobs.backends.local.backend import as_s3_shaped

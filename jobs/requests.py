@@ -70,9 +70,13 @@ def build_training_request(
     role_arn: str,
     region: str,
     default_output_path: str,
+    kms_key_id: str = "",
+    subnets: list[str] | tuple[str, ...] = (),
+    security_group_ids: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The ``CreateTrainingJob`` request for ``job`` (a ``TrainingJob`` or anything with its
-    fields). ``default_output_path`` is used when the job names none."""
+    fields). ``default_output_path`` is used when the job names none; ``kms_key_id`` encrypts
+    the artifacts and the volume; ``subnets``/``security_group_ids`` put the job in a VPC."""
     hyperparameters: dict[str, str] = {}
     for item in job.hyperparameters or []:
         key = item["key"]
@@ -102,6 +106,11 @@ def build_training_request(
         "StoppingCondition": {"MaxRuntimeInSeconds": job.max_runtime_seconds},
         "EnableNetworkIsolation": bool(job.network_isolation),
     }
+    if kms_key_id:
+        request["OutputDataConfig"]["KmsKeyId"] = kms_key_id
+        request["ResourceConfig"]["VolumeKmsKeyId"] = kms_key_id
+    if subnets or security_group_ids:
+        request["VpcConfig"] = {"SecurityGroupIds": list(security_group_ids), "Subnets": list(subnets)}
     channels = []
     for channel in job.channels or []:
         entry: dict[str, Any] = {
@@ -125,3 +134,18 @@ def build_training_request(
     if job.tags:
         request["Tags"] = [{"Key": t["key"], "Value": t["value"]} for t in job.tags]
     return request
+
+
+def settings_kwargs(settings: Any) -> dict[str, Any]:
+    """``build_training_request``'s keyword arguments from anyjob's settings (any object with
+    the ``ANYJOB_*`` attributes): what every request of this installation shares."""
+    store = settings.ANYJOB_ARTIFACT_STORE.rstrip("/")
+    return {
+        "image": settings.ANYJOB_TRAINING_IMAGE,
+        "role_arn": settings.ANYJOB_ROLE_ARN,
+        "region": settings.ANYJOB_REGION,
+        "default_output_path": f"{store}/output",
+        "kms_key_id": settings.ANYJOB_KMS_KEY_ID,
+        "subnets": settings.ANYJOB_VPC_SUBNETS,
+        "security_group_ids": settings.ANYJOB_VPC_SECURITY_GROUPS,
+    }

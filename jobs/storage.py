@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -167,14 +168,67 @@ def upload_file(path: Path, uri: str) -> None:
             _write_atomically(loc.path, src)
 
 
-def put_bytes(data: bytes, uri: str) -> None:
-    """Store ``data`` at ``uri`` (file: atomically, as ``upload_file``)."""
+def put_bytes(data: bytes, uri: str, *, sha256: str | None = None) -> None:
+    """Store ``data`` at ``uri`` (file: atomically, as ``upload_file``). S3: a managed transfer,
+    multipart above 8 MiB; ``sha256`` is kept as the object's ``x-amz-meta-sha256``."""
     loc = parse(uri)
     if loc.scheme == "s3":
+        extra = {"Metadata": {"sha256": sha256}} if sha256 else None
         with _s3_errors(uri):
-            _s3().put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
+            _s3().upload_fileobj(io.BytesIO(data), loc.bucket, loc.key, ExtraArgs=extra)
     else:
         _write_atomically(loc.path, io.BytesIO(data))
+
+
+def stored_sha256(uri: str) -> str | None:
+    """The sha256 an object was stored with (``put_bytes(sha256=)``/``copy``): S3 metadata, or
+    for a file its actual digest; None when there is no object (or no recorded digest)."""
+    loc = parse(uri)
+    if loc.scheme == "s3":
+        try:
+            with _s3_errors(uri):
+                head = _s3().head_object(Bucket=loc.bucket, Key=loc.key)
+        except NotFound:
+            return None
+        return (head.get("Metadata") or {}).get("sha256")
+    if not loc.path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with _file_errors(uri), open(loc.path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy(src: str, dst: str, *, sha256: str | None = None) -> None:
+    """Copy the object at ``src`` to ``dst`` (S3 to S3: server-side, multipart when large,
+    with ``sha256`` as metadata; otherwise through this process)."""
+    s, d = parse(src), parse(dst)
+    if s.scheme == d.scheme == "s3":
+        extra = {"Metadata": {"sha256": sha256}, "MetadataDirective": "REPLACE"} if sha256 else None
+        with _s3_errors(f"{src} → {dst}"):
+            _s3().copy({"Bucket": s.bucket, "Key": s.key}, d.bucket, d.key, ExtraArgs=extra)
+        return
+    if d.scheme == "s3":
+        with open_read(src) as stream, _s3_errors(dst):
+            extra = {"Metadata": {"sha256": sha256}} if sha256 else None
+            _s3().upload_fileobj(stream, d.bucket, d.key, ExtraArgs=extra)
+        return
+    with open_read(src) as stream:
+        _write_atomically(d.path, stream)
+
+
+def download_url(uri: str, *, expires: int = 300, filename: str | None = None) -> str | None:
+    """A presigned S3 GET URL valid for ``expires`` seconds (the browser downloads straight from
+    S3, the bytes never pass through the web process); None for ``file://``."""
+    loc = parse(uri)
+    if loc.scheme != "s3":
+        return None
+    params: dict[str, str] = {"Bucket": loc.bucket, "Key": loc.key}
+    if filename:
+        params["ResponseContentDisposition"] = f'attachment; filename="{quote(filename)}"'
+    with _s3_errors(uri):
+        return _s3().generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
 
 
 def exists(uri: str) -> bool:

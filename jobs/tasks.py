@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
-    ParamValidationError,
     ReadTimeoutError,
 )
 from celery import shared_task
@@ -30,10 +30,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import storage
+from jobs import bundles, storage
 from jobs.backends import get_backend
+from jobs.errors import explain
 from jobs.models import PollState, TrainingJob
-from jobs.requests import build_training_request
+from jobs.requests import build_training_request, settings_kwargs
 
 log = logging.getLogger(__name__)
 Status = TrainingJob.Status
@@ -99,8 +100,8 @@ def enqueue_submit(job: TrainingJob) -> None:
     transaction.on_commit(lambda: submit_job_task.delay(pk))
 
 
-@shared_task(name="jobs.submit_job", **RETRY)
-def submit_job(job_id: int) -> str:
+@shared_task(name="jobs.submit_job", bind=True, **RETRY)
+def submit_job(self, job_id: int) -> str:
     """Submit one job to the backend; returns what happened (for logs and tests)."""
     job = TrainingJob.objects.filter(pk=job_id).first()
     if job is None:
@@ -109,18 +110,10 @@ def submit_job(job_id: int) -> str:
         return "taken"
     backend = get_backend()
     try:
-        if not job.source_uri or not storage.exists(job.source_uri):
-            where = job.source_uri or "(none)"
-            raise ValueError(f"the code bundle {where} is missing: upload the code again")
-        request = build_training_request(
-            job,
-            code_uri=job.source_uri,
-            image=settings.ANYJOB_TRAINING_IMAGE,
-            role_arn=settings.ANYJOB_ROLE_ARN,
-            region=settings.ANYJOB_REGION,
-            default_output_path=f"{settings.ANYJOB_ARTIFACT_STORE.rstrip('/')}/output",
-        )
-        TrainingJob.objects.filter(pk=job.pk).update(request=request)
+        code_uri = _stage_code(job)
+        request = build_training_request(job, code_uri=code_uri, **settings_kwargs(settings))
+        TrainingJob.objects.filter(pk=job.pk).update(request=request, source_uri=code_uri)
+        backend.check_inputs(request)
         try:
             backend.create_training_job(request)
         except ClientError as exc:
@@ -130,13 +123,14 @@ def submit_job(job_id: int) -> str:
             backend.describe_training_job(job.name)
             log.info("submit_job %s: already created, continuing", job.name)
     except Exception as exc:
-        if _transient(exc):
-            _move(job.pk, Status.SUBMITTING, Status.PENDING)
+        if _transient(exc) and self.request.retries < self.max_retries:
+            # Tried again with backoff; the same name makes a duplicate impossible.
+            _move(job.pk, Status.SUBMITTING, Status.PENDING, error=f"Retrying: {explain(exc)}")
             raise TransientError(_one_line(exc)) from exc
         # The job row is never deleted: it says why, and can be resubmitted.
-        _move(job.pk, Status.SUBMITTING, Status.SUBMIT_FAILED, error=_one_line(exc))
-        if not isinstance(exc, ClientError | ParamValidationError | ValueError):
-            raise
+        _move(job.pk, Status.SUBMITTING, Status.SUBMIT_FAILED, error=explain(exc))
+        if not isinstance(exc, ClientError | BotoCoreError | ValueError):
+            log.exception("submit_job %s failed unexpectedly", job.name)
         return "failed"
     now = timezone.now()
     _move(job.pk, Status.SUBMITTING, Status.IN_PROGRESS, submitted_at=now)
@@ -144,6 +138,18 @@ def submit_job(job_id: int) -> str:
 
 
 submit_job_task = submit_job
+
+
+def _stage_code(job: TrainingJob) -> str:
+    """The job's own copy of its code bundle (``<store>/<job>/source/sourcedir.tar.gz``)."""
+    store = settings.ANYJOB_ARTIFACT_STORE
+    if job.source_sha256:
+        if storage.stored_sha256(bundles.uri_for(job.source_sha256, store)) is None:
+            raise ValueError(f"the code bundle {job.source_sha256[:12]} is missing: upload the code again")
+        return bundles.stage_for_job(job.source_sha256, job.name, store)
+    if not job.source_uri or not storage.exists(job.source_uri):
+        raise ValueError(f"the code bundle {job.source_uri or '(none)'} is missing: upload the code again")
+    return job.source_uri
 
 
 def enqueue_stop(job: TrainingJob) -> None:

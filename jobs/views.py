@@ -127,7 +127,7 @@ def job_log(request: HttpRequest, name: str) -> HttpResponse:
         response["Content-Disposition"] = f'attachment; filename="{job.name}.log"'
         return response
     token = request.GET.get("token") or None
-    if token is not None and len(token) > 200:
+    if token is not None and len(token) > 8192:
         return HttpResponseBadRequest("The log token is not valid.")
     events, new_token = detail.log_after(job, token)
     # A final job's log is followed until a poll brings nothing new (CloudWatch lags a little).
@@ -150,14 +150,19 @@ def artifact_download(request: HttpRequest, name: str, which: str) -> HttpRespon
     job = get_object_or_404(TrainingJob, name=name)
     if which not in ARTIFACTS:
         raise Http404("No such artifact.")
+    backend = get_backend()
+    filename = f"{job.name}-{ARTIFACTS[which]}"
     try:
-        uri = get_backend().artifact_uri(job.name, which)
+        uri = backend.artifact_uri(job.name, which)
         if not uri:
             raise Http404("The job has no artifacts (yet).")
+        url = backend.download_url(uri, filename)
+        if url:  # S3: the browser fetches it from S3 directly, with a short-lived link
+            return redirect(url)
         stream = storage.open_read(uri)
     except (ClientError, BotoCoreError, storage.StorageError) as exc:
         raise Http404(f"The artifact cannot be read: {exc}") from None
-    return FileResponse(stream, as_attachment=True, filename=f"{job.name}-{ARTIFACTS[which]}")
+    return FileResponse(stream, as_attachment=True, filename=filename)
 
 
 @login_required
@@ -213,7 +218,10 @@ def new_job(request: HttpRequest) -> HttpResponse:
     """The new-job form; a valid POST creates the job and goes to its page."""
     if request.method == "POST":
         page = newjob.NewJob(request.POST, request.FILES)
-        if page.is_valid(request.user):
+        config = configuration_problems()
+        if config:
+            page.form.add_error(None, "anyjob is not configured to submit jobs: see the problems above.")
+        if page.is_valid(request.user) and not config:
             try:
                 job = page.save(request.user)
             except ValidationError:
@@ -226,6 +234,13 @@ def new_job(request: HttpRequest) -> HttpResponse:
         page = newjob.NewJob(initial={"name": newjob.generate_name()})
         status = 200
     return render(request, "jobs/new_job.html", _new_job_context(page), status=status)
+
+
+def configuration_problems() -> list[str]:
+    """The system checks' findings, for the new-job page (a person can act on them)."""
+    from jobs.checks import problems
+
+    return [f"{p.msg} {p.hint or ''}".strip() for p in problems()]
 
 
 def _say_submitted(request: HttpRequest, job: TrainingJob) -> None:
@@ -241,6 +256,7 @@ def _new_job_context(page: newjob.NewJob) -> dict[str, Any]:
         page.data.get("parent") if page.data is not None else page.form.initial.get("parent")
     ) or ""
     return {
+        "config_problems": configuration_problems(),
         "page": page,
         "form": page.form,
         "code": page.code,

@@ -153,6 +153,12 @@ ANYJOB_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1")
 ANYJOB_TRAINING_IMAGE = env_str("ANYJOB_TRAINING_IMAGE", "anyjob/generic:latest")
 #: The execution role jobs run as (the local backend accepts the placeholder).
 ANYJOB_ROLE_ARN = env_str("ANYJOB_ROLE_ARN", "arn:aws:iam::000000000000:role/anyjob-local")
+#: AWS only: a KMS key for the artifacts and the training volume, and the VPC jobs run in.
+ANYJOB_KMS_KEY_ID = env_str("ANYJOB_KMS_KEY_ID")
+ANYJOB_VPC_SUBNETS = env_list("ANYJOB_VPC_SUBNETS", [])
+ANYJOB_VPC_SECURITY_GROUPS = env_list("ANYJOB_VPC_SECURITY_GROUPS", [])
+#: Presigned artifact download links expire after this many seconds.
+ANYJOB_DOWNLOAD_URL_SECONDS = int(env_number("ANYJOB_DOWNLOAD_URL_SECONDS", 300, minimum=1))
 #: Default output path for artifacts (s3://bucket/prefix or file:///path).
 ANYJOB_ARTIFACT_STORE = env_str("ANYJOB_ARTIFACT_STORE", (VAR_DIR / "artifacts").as_uri())
 

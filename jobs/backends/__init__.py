@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the package stays light: Django imports it to load the loca
 
 BACKENDS = {
     "local": "jobs.backends.local.backend.LocalBackend",
+    "sagemaker": "jobs.backends.sagemaker.SageMakerBackend",
 }
 
 

@@ -71,6 +71,16 @@ class Backend:
             if not events:
                 return list(tail), token, seen > len(tail)
 
+    def check_inputs(self, request: Mapping[str, Any]) -> None:
+        """Called by the worker just before ``create_training_job``: raise ``ValueError`` with
+        a sentence for the user when the job cannot read its inputs (the service would fail it
+        minutes later). The default checks nothing."""
+
+    def download_url(self, uri: str, filename: str) -> str | None:
+        """A URL the browser downloads ``uri`` from directly, or None to stream it through
+        the web process (``file://``)."""
+        return None
+
     def preflight(self, request: Mapping[str, Any]) -> list[tuple[str, str]]:
         """What this backend would refuse in ``request`` beyond the API's own rules, as
         ``(request path, message)``: the new-job form shows each next to its field."""

@@ -1,0 +1,176 @@
+"""The ``sagemaker`` backend: the same jobs on AWS, through boto3 and the standard credential chain.
+
+Every call goes through a client from ``jobs.aws`` (adaptive retries: throttling backs off).
+The clients can be given to the constructor, which is how the tests put botocore's ``Stubber``
+in front of real clients.
+
+Logs are CloudWatch Logs ``/aws/sagemaker/TrainingJobs``, one stream per host
+(``<job>/algo-1-<epoch>``). A log token of this backend is the ``nextForwardToken`` of each
+stream, as compact JSON in URL-safe base64, so the job page's follow mode works across hosts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+from django.conf import settings
+
+from jobs import aws, storage
+from jobs.backends.base import Backend
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+#: At most this many host streams are read for one job (SageMaker names one per instance).
+MAX_STREAMS = 50
+MAX_TOKEN_CHARS = 8192
+
+
+class LogTokenError(ValueError):
+    """A log token this backend did not make."""
+
+
+def encode_token(tokens: Mapping[str, str]) -> str:
+    raw = json.dumps(dict(tokens), separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str | None) -> dict[str, str]:
+    if not token:
+        return {}
+    if len(token) > MAX_TOKEN_CHARS:
+        raise LogTokenError("the log token is too long")
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        raise LogTokenError("the log token is not valid") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise LogTokenError("the log token is not valid")
+    return value
+
+
+class SageMakerBackend(Backend):
+    """Amazon SageMaker, in ``settings.ANYJOB_REGION``."""
+
+    name = "sagemaker"
+
+    def __init__(self, *, sagemaker: Any = None, logs: Any = None, s3: Any = None) -> None:
+        self._sagemaker, self._logs, self._s3 = sagemaker, logs, s3
+
+    @property
+    def sagemaker(self) -> Any:
+        return self._sagemaker or aws.client("sagemaker", region=settings.ANYJOB_REGION)
+
+    @property
+    def logs(self) -> Any:
+        return self._logs or aws.client("logs", region=settings.ANYJOB_REGION)
+
+    @property
+    def s3(self) -> Any:
+        return self._s3 or aws.client("s3")
+
+    # -- the control plane ---------------------------------------------------------------------
+    def create_training_job(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self.sagemaker.create_training_job(**request)
+
+    def describe_training_job(self, name: str) -> dict[str, Any]:
+        return self.sagemaker.describe_training_job(TrainingJobName=name)
+
+    def list_training_jobs(self, **params: Any) -> dict[str, Any]:
+        return self.sagemaker.list_training_jobs(**params)
+
+    def stop_training_job(self, name: str) -> None:
+        self.sagemaker.stop_training_job(TrainingJobName=name)
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def check_inputs(self, request: Mapping[str, Any]) -> None:
+        """Each channel's prefix must hold an object anyjob can see, in the job's region: AWS
+        would fail the job only after starting an instance."""
+        for channel in request.get("InputDataConfig") or []:
+            source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
+            uri = source.get("S3Uri", "")
+            if not uri.startswith("s3://"):
+                continue
+            bucket, _, prefix = uri[len("s3://") :].partition("/")
+            name = channel.get("ChannelName")
+            try:
+                found = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+                where = self.s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "NoSuchBucket":
+                    raise ValueError(f"Channel {name}: the bucket {bucket} does not exist.") from None
+                if code in ("AccessDenied", "AllAccessDisabled"):
+                    raise ValueError(
+                        f"Channel {name}: {uri} cannot be read with the workers' credentials ({code}); "
+                        "the job's role will most likely be refused too."
+                    ) from None
+                raise
+            if not found.get("KeyCount") and not found.get("Contents"):
+                raise ValueError(f"Channel {name}: there are no objects under {uri}.")
+            if where != settings.ANYJOB_REGION:
+                raise ValueError(
+                    f"Channel {name}: the bucket {bucket} is in {where}, the job runs in "
+                    f"{settings.ANYJOB_REGION}; SageMaker reads channels from its own region."
+                )
+
+    # -- logs ------------------------------------------------------------------------------------
+    def _streams(self, name: str) -> list[str]:
+        streams: list[str] = []
+        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{name}/"}
+        try:
+            while len(streams) < MAX_STREAMS:
+                page = self.logs.describe_log_streams(**kwargs)
+                streams += [s["logStreamName"] for s in page.get("logStreams", [])]
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return []  # no log group yet: no job has logged in this account and region
+            raise
+        return sorted(streams)[:MAX_STREAMS]
+
+    def get_training_logs(
+        self, name: str, next_token: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        tokens = decode_token(next_token)
+        per_stream: list[list[dict[str, Any]]] = []
+        for stream in self._streams(name):
+            kwargs: dict[str, Any] = {
+                "logGroupName": LOG_GROUP,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "limit": max(1, min(limit, 10_000)),
+            }
+            if stream in tokens:
+                kwargs["nextToken"] = tokens[stream]
+            page = self.logs.get_log_events(**kwargs)
+            tokens[stream] = page.get("nextForwardToken") or tokens.get(stream, "")
+            per_stream.append([{**e, "logStreamName": stream} for e in page.get("events", [])])
+        events = list(heapq.merge(*per_stream, key=lambda e: e.get("timestamp", 0)))
+        return {"events": events, "nextForwardToken": encode_token(tokens)}
+
+    def tail_training_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        tokens: dict[str, str] = {}
+        per_stream: list[list[dict[str, Any]]] = []
+        older = False
+        for stream in self._streams(name):
+            page = self.logs.get_log_events(
+                logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=False, limit=lines
+            )
+            events = page.get("events", [])
+            tokens[stream] = page.get("nextForwardToken", "")
+            older = older or len(events) >= lines
+            per_stream.append([{**e, "logStreamName": stream} for e in events])
+        merged = list(heapq.merge(*per_stream, key=lambda e: e.get("timestamp", 0)))
+        older = older or len(merged) > lines
+        return merged[-lines:], encode_token(tokens), older
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def download_url(self, uri: str, filename: str) -> str | None:
+        return storage.download_url(uri, expires=settings.ANYJOB_DOWNLOAD_URL_SECONDS, filename=filename)

@@ -1,0 +1,136 @@
+"""Django system checks of anyjob's settings (``manage.py check``; also shown on the new-job page).
+
+A wrong setting is reported here, in words, rather than as a traceback in a worker's log. The
+AWS settings are warnings, not errors, so that the web server still starts (Django refuses to
+run with errors) and the new-job page can say what to fix; it refuses to submit meanwhile.
+``manage.py check --fail-level WARNING`` makes them fatal, e.g. in a deployment pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+ECR_IMAGE = re.compile(
+    r"\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9][a-z0-9._/-]*"
+    r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?"
+)
+SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}")
+SECURITY_GROUP = re.compile(r"sg-[0-9a-f]{8,17}")
+KMS_KEY = re.compile(
+    r"(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+|alias/[\w/-]+|[0-9a-f-]{36})"
+)
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/anyjob-local"
+
+
+def problems() -> list[checks.CheckMessage]:
+    """Every problem of the current settings (errors and warnings)."""
+    from jobs.api_limits import enum_values
+    from jobs.backends import BACKENDS
+
+    found: list[checks.CheckMessage] = []
+
+    def error(n: int, msg: str, hint: str) -> None:
+        found.append(checks.Error(msg, hint=hint, id=f"anyjob.E{n:03d}"))
+
+    backend = settings.ANYJOB_BACKEND
+    if backend not in BACKENDS:
+        error(
+            1, f"ANYJOB_BACKEND={backend!r} is not a backend.", f"Use one of {', '.join(sorted(BACKENDS))}."
+        )
+    types = enum_values("TrainingInstanceType")
+    unknown = [t for t in settings.ANYJOB_INSTANCE_TYPES if t not in types]
+    if unknown:
+        error(
+            2, f"ANYJOB_INSTANCE_TYPES names unknown instance types: {', '.join(unknown)}.", "Use ml.* types."
+        )
+    allowed = settings.ANYJOB_INSTANCE_TYPES or types
+    if settings.ANYJOB_DEFAULT_INSTANCE_TYPE not in allowed:
+        error(
+            3,
+            f"ANYJOB_DEFAULT_INSTANCE_TYPE={settings.ANYJOB_DEFAULT_INSTANCE_TYPE!r} is not an allowed type.",
+            "Pick one of ANYJOB_INSTANCE_TYPES (or of the API's list).",
+        )
+    if backend == "sagemaker":
+        found += _sagemaker_problems()
+    return found
+
+
+def _sagemaker_problems() -> list[checks.CheckMessage]:
+    found: list[checks.CheckMessage] = []
+
+    def error(n: int, msg: str, hint: str) -> None:
+        found.append(checks.Warning(msg, hint=hint, id=f"anyjob.W{n:03d}"))
+
+    region = settings.ANYJOB_REGION
+    if region not in _regions():
+        error(
+            10,
+            f"AWS_REGION={region!r} is not a region where SageMaker runs.",
+            "Set AWS_REGION, e.g. eu-west-1.",
+        )
+    role = settings.ANYJOB_ROLE_ARN
+    if role == LOCAL_ROLE or not ROLE_ARN.fullmatch(role):
+        error(
+            11,
+            f"ANYJOB_ROLE_ARN={role!r} is not an IAM role ARN of your account.",
+            "Set it to the SageMaker execution role, like arn:aws:iam::123456789012:role/SageMakerRole.",
+        )
+    image = settings.ANYJOB_TRAINING_IMAGE
+    if not ECR_IMAGE.fullmatch(image):
+        error(
+            12,
+            f"ANYJOB_TRAINING_IMAGE={image!r} is not an ECR image URI.",
+            "Push container/ to ECR and set it, like 123456789012.dkr.ecr.eu-west-1.amazonaws.com/anyjob:1.",
+        )
+    elif f".{region}." not in image:
+        found.append(
+            checks.Warning(
+                f"ANYJOB_TRAINING_IMAGE is in another region than AWS_REGION={region}.",
+                hint="SageMaker pulls images from ECR in its own region (or needs cross-region access).",
+                id="anyjob.W013",
+            )
+        )
+    store = settings.ANYJOB_ARTIFACT_STORE
+    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", store):
+        error(
+            14,
+            f"ANYJOB_ARTIFACT_STORE={store!r} is not an s3:// bucket/prefix.",
+            "Set it, like s3://my-bucket/anyjob.",
+        )
+    if settings.ANYJOB_KMS_KEY_ID and not KMS_KEY.fullmatch(settings.ANYJOB_KMS_KEY_ID):
+        error(15, "ANYJOB_KMS_KEY_ID is not a KMS key id, key ARN or alias.", "Leave it empty or set a key.")
+    subnets, groups = settings.ANYJOB_VPC_SUBNETS, settings.ANYJOB_VPC_SECURITY_GROUPS
+    if bool(subnets) != bool(groups):
+        error(
+            16, "A VPC needs both ANYJOB_VPC_SUBNETS and ANYJOB_VPC_SECURITY_GROUPS.", "Set both, or neither."
+        )
+    bad = [s for s in subnets if not SUBNET.fullmatch(s)] + [
+        g for g in groups if not SECURITY_GROUP.fullmatch(g)
+    ]
+    if bad:
+        error(17, f"Not subnet or security group ids: {', '.join(bad)}.", "Use subnet-… and sg-… ids.")
+    if len(subnets) > 16 or len(groups) > 5:
+        error(18, "A VPC config takes at most 16 subnets and 5 security groups.", "Name fewer.")
+    return found
+
+
+@functools.cache
+def _regions() -> frozenset[str]:
+    import boto3.session
+
+    session = boto3.session.Session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("sagemaker", partition_name=partition))
+    return frozenset(regions)
+
+
+@checks.register(checks.Tags.compatibility)
+def anyjob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    return problems()
