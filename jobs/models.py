@@ -89,6 +89,8 @@ class TrainingJob(models.Model):
     tags = models.JSONField(default=list, blank=True)
     network_isolation = models.BooleanField(default=False)
     request = models.JSONField(default=dict, blank=True)
+    #: Started outside anyjob and imported from the account (``manage.py import_jobs``).
+    imported = models.BooleanField(default=False)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     error = models.CharField(max_length=1000, blank=True)
@@ -113,9 +115,10 @@ class TrainingJob(models.Model):
 
     class Meta:
         indexes = [
-            # Each index a history page walks in order holds ``search_text``: SQLite then checks
+            # Each index a history page is read in holds ``search_text``: SQLite then checks
             # ``search_text LIKE '%…%'`` in the index (a tenth of the table) and reads only the
-            # rows it shows, for COUNT(*) and for the page (see jobs.history._search).
+            # rows it shows, for COUNT(*) and for the page (see jobs.history._search). An owner
+            # filter reads that owner's rows.
             # Newest first (the default), a date range.
             models.Index(fields=["created_at", "id", "search_text"], name="jobs_created_search_idx"),
             # A status filter, and ?sort=-status (read backwards).
@@ -124,6 +127,8 @@ class TrainingJob(models.Model):
             models.Index(
                 fields=["status", "-created_at", "-id", "search_text"], name="jobs_status_newest_idx"
             ),
+            # ?sort=name and -name (the unique index on name alone would read every row).
+            models.Index(fields=["name", "search_text"], name="jobs_name_search_idx"),
             models.Index(fields=["owner", "created_at"]),
         ]
 

@@ -168,10 +168,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _store_description(job: TrainingJob, described: dict[str, Any]) -> None:
-    """Record a ``DescribeTrainingJob`` answer on the row (update-where it is still followed)."""
-    status = described["TrainingJobStatus"]
-    fields: dict[str, Any] = {
+def description_fields(described: dict[str, Any]) -> dict[str, Any]:
+    """The row's fields that a ``DescribeTrainingJob`` answer sets (not the status)."""
+    return {
         "secondary_status": described.get("SecondaryStatus", ""),
         "transitions": _jsonable(described.get("SecondaryStatusTransitions", [])),
         "failure_reason": described.get("FailureReason", ""),
@@ -183,17 +182,24 @@ def _store_description(job: TrainingJob, described: dict[str, Any]) -> None:
         "billable_seconds": described.get("BillableTimeInSeconds"),
         "last_modified": described.get("LastModifiedTime"),
     }
+
+
+def _store_description(job: TrainingJob, described: dict[str, Any]) -> None:
+    """Record a ``DescribeTrainingJob`` answer on the row (update-where it is still followed)."""
+    status = described["TrainingJobStatus"]
+    fields = description_fields(described)
     if status == Status.FAILED:
-        fields["failure_text"] = _failure_text(job.name)
+        fields["failure_text"] = failure_text(job.name)
     if job.submitted_at is None:
         fields["submitted_at"] = described.get("CreationTime") or timezone.now()
     _move(job.pk, POLLED, status, **fields)
 
 
-def _failure_text(name: str) -> str:
+def failure_text(name: str) -> str:
+    """The full failure file our container leaves in ``output.tar.gz`` ("" when there is none)."""
     try:
         data = get_backend().read_artifact_file(name, "output", "failure")
-    except (storage.StorageError, ClientError) as exc:
+    except (storage.StorageError, ClientError, BotoCoreError) as exc:
         log.info("no failure file for %s: %s", name, exc)
         return ""
     return data.decode("utf-8", errors="replace")
@@ -294,3 +300,24 @@ def sweep_pending() -> int:
     for pk in pending:
         submit_job_task.delay(pk)
     return len(pending)
+
+
+@shared_task(name="jobs.import_jobs", **RETRY)
+def import_jobs(user_id: int) -> str:
+    """Import the account's training jobs into the history, new ones owned by ``user_id``."""
+    from django.contrib.auth import get_user_model
+
+    from jobs.importer import import_jobs as run_import
+
+    owner = get_user_model().objects.filter(pk=user_id).first()
+    if owner is None:
+        return "missing"
+    try:
+        return str(run_import(owner))
+    except Exception as exc:
+        if _transient(exc):
+            raise TransientError(_one_line(exc)) from exc
+        raise
+
+
+import_jobs_task = import_jobs

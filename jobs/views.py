@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import (
     FileResponse,
     Http404,
@@ -26,7 +27,7 @@ from jobs.backends.base import ARTIFACTS
 from jobs.forms import HistoryFilterForm
 from jobs.history import csv_lines, filter_jobs, json_chunks
 from jobs.models import TrainingJob
-from jobs.tasks import enqueue_stop, enqueue_submit
+from jobs.tasks import enqueue_stop, enqueue_submit, import_jobs_task
 
 PAGE_SIZE = 50
 #: A file inside an artifact larger than this is offered as a download only.
@@ -308,6 +309,18 @@ def clone(request: HttpRequest, name: str) -> HttpResponse:
     initial, rows = detail.clone_initial(job)
     page = newjob.NewJob(initial=initial, rows=rows)
     return render(request, "jobs/new_job.html", _new_job_context(page))
+
+
+@login_required
+@require_POST
+def import_history(request: HttpRequest) -> HttpResponse:
+    """Staff: import the account's jobs (also those started outside anyjob), in the background."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can import the account's jobs.")
+    user_id = request.user.pk
+    transaction.on_commit(lambda: import_jobs_task.delay(user_id))
+    messages.info(request, "Importing the account's training jobs: they appear in the history as they come.")
+    return redirect("history")
 
 
 @login_required

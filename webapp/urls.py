@@ -7,6 +7,7 @@ from jobs import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("jobs/", views.history, name="history"),
+    path("jobs/import/", views.import_history, name="import_history"),
     path("new/", views.new_job, name="new_job"),
     path("new/code/", views.upload_code, name="upload_code"),
     path("new/preview/", views.preview, name="preview"),
