@@ -240,7 +240,7 @@ def poll_jobs() -> int:
             raise TransientError(_one_line(exc)) from exc
         raise
     by_name = {s["TrainingJobName"]: s for s in summaries}
-    rows = TrainingJob.objects.filter(name__in=list(by_name), status__in=POLLED)
+    rows = TrainingJob.objects.filter(name__in=list(by_name), status__in=POLLED).order_by("name")
     described = 0
     for job in rows:
         summary = by_name[job.name]

@@ -545,3 +545,38 @@ def test_a_correct_aws_configuration_has_no_problems(stubs):
 
     assert problems() == []
     assert boto3  # the real clients are what Stubber stands in front of
+
+
+def test_a_network_timeout_during_submit_is_retried_without_a_duplicate(stubs, signed_in, data):
+    from botocore.exceptions import ReadTimeoutError
+
+    job = full_job(signed_in, data)
+    real = stubs.sagemaker_client.create_training_job
+    calls = []
+
+    def lost_answer(**request):
+        calls.append(request)
+        if len(calls) == 1:  # AWS created the job, but the answer never came back
+            raise ReadTimeoutError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com")
+        return real(**request)
+
+    with patch.object(stubs.sagemaker_client, "create_training_job", side_effect=lost_answer):
+        with pytest.raises(TransientError):
+            submit_job(job.pk)
+        job.refresh_from_db()
+        assert job.status == "Pending" and job.error.startswith("Retrying: AWS could not be reached")
+        # The retry sends the same request (same name): AWS says it exists, and that is ours.
+        stubs.sagemaker.add_client_error(
+            "create_training_job",
+            "ResourceInUse",
+            "Training job names must be unique",
+            400,
+            expected_params=expected_request("iris-1", data),
+        )
+        stubs.sagemaker.add_response(
+            "describe_training_job", described("iris-1"), {"TrainingJobName": "iris-1"}
+        )
+        assert submit_job(job.pk) == "submitted"
+    assert calls[0] == calls[1] == expected_request("iris-1", data)
+    job.refresh_from_db()
+    assert job.status == "InProgress" and not job.error
