@@ -54,7 +54,7 @@ def explain(exc: BaseException) -> str:
             f"An AWS quota is reached ({words}). Wait for running jobs to end or raise the quota "
             f"in Service Quotas, {AGAIN}."
         )
-    elif code == "ValidationException":
+    elif code in ("ValidationException", "ValidationError"):
         text = f"AWS refused the request: {words}"
     elif code:
         text = f"{code}: {words}"

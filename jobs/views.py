@@ -82,6 +82,7 @@ def job_detail(request: HttpRequest, name: str) -> HttpResponse:
         "cli_command": detail.cli_command(job),
         "changes": detail.changes(job.parent, job) if job.parent else [],
         "clones": list(job.clones.order_by("-created_at").values_list("name", flat=True)[:20]),
+        "endpoints": list(job.endpoints.order_by("-created_at").only("name", "status")[:20]),
         "notes": _notes(job),
         "can_clone": _can_stop(request.user, job),
         "can_resubmit": _can_stop(request.user, job) and job.status == TrainingJob.Status.SUBMIT_FAILED,

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "jobs",
+    "jobs.endpoints",
     "jobs.backends.local",
 ]
 
@@ -141,6 +142,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # (a worker down for a while) never turns into a burst of stale polls.
 CELERY_BEAT_SCHEDULE = {
     "poll-jobs": {"task": "jobs.poll_jobs", "schedule": 2.0, "options": {"expires": 1.5}},
+    "poll-endpoints": {"task": "endpoints.poll", "schedule": 2.0, "options": {"expires": 1.5}},
     "sweep-pending": {"task": "jobs.sweep_pending", "schedule": 60.0, "options": {"expires": 50}},
 }
 
@@ -171,6 +173,10 @@ ANYJOB_LOCAL_HEARTBEAT_SECONDS = env_number("ANYJOB_LOCAL_HEARTBEAT_SECONDS", 2,
 ANYJOB_LOCAL_HEARTBEAT_TIMEOUT = env_number("ANYJOB_LOCAL_HEARTBEAT_TIMEOUT", 30, minimum=1)
 ANYJOB_LOCAL_MAX_LOG_EVENTS = int(env_number("ANYJOB_LOCAL_MAX_LOG_EVENTS", 100_000, minimum=100))
 ANYJOB_LOCAL_MAX_CHANNEL_BYTES = int(env_number("ANYJOB_LOCAL_MAX_CHANNEL_BYTES", 50 * 1024**3, minimum=1))
+#: Local endpoints: how long the model server may take to answer /ping with 200 before the
+#: endpoint is Failed, and how long InvokeEndpoint waits for an answer (SageMaker's 60 s).
+ANYJOB_LOCAL_ENDPOINT_STARTUP_SECONDS = env_number("ANYJOB_LOCAL_ENDPOINT_STARTUP_SECONDS", 120, minimum=1)
+ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS = env_number("ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS", 60, minimum=0.1)
 
 #: file:// channels and output paths of local jobs must lie under one of these folders, so a
 #: channel cannot copy the dashboard's own state (var/: database, secret key) into a job.
@@ -187,6 +193,8 @@ ANYJOB_LOCAL_FILE_ROOTS = [
 #: the API accepts).
 ANYJOB_DEFAULT_INSTANCE_TYPE = env_str("ANYJOB_DEFAULT_INSTANCE_TYPE", "ml.m5.large")
 ANYJOB_INSTANCE_TYPES = env_list("ANYJOB_INSTANCE_TYPES", [])
+#: The instance type the deploy form proposes for an endpoint.
+ANYJOB_DEFAULT_SERVING_INSTANCE_TYPE = env_str("ANYJOB_DEFAULT_SERVING_INSTANCE_TYPE", "ml.m5.large")
 #: Uploaded code: compressed size of one upload, size once unpacked, number of files.
 ANYJOB_MAX_UPLOAD_BYTES = int(env_number("ANYJOB_MAX_UPLOAD_BYTES", 50 * 1024**2, minimum=1024))
 ANYJOB_MAX_CODE_BYTES = int(env_number("ANYJOB_MAX_CODE_BYTES", 100 * 1024**2, minimum=1024))

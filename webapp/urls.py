@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from jobs import views
 
@@ -22,6 +22,7 @@ urlpatterns = [
     path("jobs/<str:name>/stop/", views.stop, name="stop_job"),
     path("jobs/<str:name>/clone/", views.clone, name="clone_job"),
     path("jobs/<str:name>/resubmit/", views.resubmit, name="resubmit_job"),
+    path("", include("jobs.endpoints.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -112,3 +112,65 @@ class Backend:
         if not uri:
             raise storage.StorageError(f"training job {name} has no {ARTIFACTS[which]}")
         return storage.read_tar_member(uri, member, max_bytes)
+
+    # -- endpoints (serving a job's model with the generic image's ``serve``) -----------------
+    # Requests and answers have the shapes of the SageMaker API calls of the same names, and
+    # errors are ClientErrors with the service's codes, so the dashboard never branches on the
+    # backend. A model, an endpoint config and an endpoint are named independently (anyjob uses
+    # the endpoint's name for all three).
+
+    def create_model(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``CreateModel``: ``ModelName``, ``ExecutionRoleArn``, ``PrimaryContainer`` (``Image``,
+        ``ModelDataUrl``, ``Environment``); returns ``{"ModelArn": ...}``."""
+        raise NotImplementedError
+
+    def create_endpoint_config(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``CreateEndpointConfig``: ``EndpointConfigName``, ``ProductionVariants`` (one variant
+        ``AllTraffic`` with ``ModelName``, ``InstanceType``, ``InitialInstanceCount``)."""
+        raise NotImplementedError
+
+    def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``CreateEndpoint``: ``EndpointName``, ``EndpointConfigName``; the endpoint is
+        ``Creating`` at once and ``InService`` (or ``Failed`` with ``FailureReason``) later."""
+        raise NotImplementedError
+
+    def describe_endpoint(self, name: str) -> dict[str, Any]:
+        """``DescribeEndpoint``: ``EndpointStatus`` (Creating, InService, Failed, Deleting, …),
+        ``FailureReason``, ``CreationTime``, ``LastModifiedTime``. ``ValidationException``
+        ("Could not find endpoint") once it is gone."""
+        raise NotImplementedError
+
+    def delete_endpoint(self, name: str) -> None:
+        """``DeleteEndpoint``: stops serving; its processes or instances go away."""
+        raise NotImplementedError
+
+    def delete_endpoint_config(self, name: str) -> None:
+        raise NotImplementedError
+
+    def delete_model(self, name: str) -> None:
+        raise NotImplementedError
+
+    def invoke_endpoint(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+    ) -> dict[str, Any]:
+        """``InvokeEndpoint`` (sagemaker-runtime): ``{"Body": bytes, "ContentType": str,
+        "CustomAttributes": str | None, "InvokedProductionVariant": "AllTraffic"}``.
+
+        Refuses as the service does: a body over 6,291,456 bytes or a header over 1,024
+        characters (``ValidationError``), an endpoint not ``InService`` (``ValidationError``),
+        no answer within 60 s (``ModelError``), and a container's non-2xx answer as
+        ``ModelError`` (HTTP 424) whose error carries ``OriginalStatusCode`` and
+        ``OriginalMessage``."""
+        raise NotImplementedError
+
+    def get_endpoint_logs(
+        self, name: str, next_token: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        """The endpoint's log (``get_training_logs``' shape and tokens)."""
+        raise NotImplementedError

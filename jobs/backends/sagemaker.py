@@ -21,10 +21,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 from django.conf import settings
 
-from jobs import aws, storage
+from jobs import api_limits, aws, storage
 from jobs.backends.base import Backend
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{name}"
 #: At most this many host streams are read for one job (SageMaker names one per instance).
 MAX_STREAMS = 50
 MAX_TOKEN_CHARS = 8192
@@ -58,8 +59,10 @@ class SageMakerBackend(Backend):
 
     name = "sagemaker"
 
-    def __init__(self, *, sagemaker: Any = None, logs: Any = None, s3: Any = None) -> None:
-        self._sagemaker, self._logs, self._s3 = sagemaker, logs, s3
+    def __init__(
+        self, *, sagemaker: Any = None, logs: Any = None, s3: Any = None, runtime: Any = None
+    ) -> None:
+        self._sagemaker, self._logs, self._s3, self._runtime = sagemaker, logs, s3, runtime
 
     @property
     def sagemaker(self) -> Any:
@@ -119,9 +122,11 @@ class SageMakerBackend(Backend):
                 )
 
     # -- logs ------------------------------------------------------------------------------------
-    def _streams(self, name: str) -> list[str]:
+    def _streams(self, name: str, group: str = LOG_GROUP) -> list[str]:
         streams: list[str] = []
-        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{name}/"}
+        kwargs: dict[str, Any] = {"logGroupName": group}
+        if group == LOG_GROUP:
+            kwargs["logStreamNamePrefix"] = f"{name}/"
         try:
             while len(streams) < MAX_STREAMS:
                 page = self.logs.describe_log_streams(**kwargs)
@@ -138,11 +143,19 @@ class SageMakerBackend(Backend):
     def get_training_logs(
         self, name: str, next_token: str | None = None, limit: int = 1000
     ) -> dict[str, Any]:
+        return self._read_logs(name, LOG_GROUP, next_token, limit)
+
+    def get_endpoint_logs(
+        self, name: str, next_token: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        return self._read_logs(name, ENDPOINT_LOG_GROUP.format(name=name), next_token, limit)
+
+    def _read_logs(self, name: str, group: str, next_token: str | None, limit: int) -> dict[str, Any]:
         tokens = decode_token(next_token)
         per_stream: list[list[dict[str, Any]]] = []
-        for stream in self._streams(name):
+        for stream in self._streams(name, group):
             kwargs: dict[str, Any] = {
-                "logGroupName": LOG_GROUP,
+                "logGroupName": group,
                 "logStreamName": stream,
                 "startFromHead": True,
                 "limit": max(1, min(limit, 10_000)),
@@ -170,6 +183,55 @@ class SageMakerBackend(Backend):
         merged = list(heapq.merge(*per_stream, key=lambda e: e.get("timestamp", 0)))
         older = older or len(merged) > lines
         return merged[-lines:], encode_token(tokens), older
+
+    # -- endpoints ---------------------------------------------------------------------------
+    @property
+    def runtime(self) -> Any:
+        return self._runtime or aws.client("sagemaker-runtime", region=settings.ANYJOB_REGION)
+
+    def create_model(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self.sagemaker.create_model(**request)
+
+    def create_endpoint_config(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self.sagemaker.create_endpoint_config(**request)
+
+    def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self.sagemaker.create_endpoint(**request)
+
+    def describe_endpoint(self, name: str) -> dict[str, Any]:
+        return self.sagemaker.describe_endpoint(EndpointName=name)
+
+    def delete_endpoint(self, name: str) -> None:
+        self.sagemaker.delete_endpoint(EndpointName=name)
+
+    def delete_endpoint_config(self, name: str) -> None:
+        self.sagemaker.delete_endpoint_config(EndpointConfigName=name)
+
+    def delete_model(self, name: str) -> None:
+        self.sagemaker.delete_model(ModelName=name)
+
+    def invoke_endpoint(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"EndpointName": name, "Body": body, "ContentType": content_type}
+        if accept:
+            params["Accept"] = accept
+        if custom_attributes:
+            params["CustomAttributes"] = custom_attributes
+        api_limits.check("InvokeEndpoint", params)  # the service's limits, before sending 6 MiB
+        answer = self.runtime.invoke_endpoint(**params)
+        return {
+            "Body": answer["Body"].read(),
+            "ContentType": answer.get("ContentType"),
+            "CustomAttributes": answer.get("CustomAttributes"),
+            "InvokedProductionVariant": answer.get("InvokedProductionVariant"),
+        }
 
     # -- artifacts -------------------------------------------------------------------------------
     def download_url(self, uri: str, filename: str) -> str | None:

@@ -580,3 +580,27 @@ def test_a_network_timeout_during_submit_is_retried_without_a_duplicate(stubs, s
     assert calls[0] == calls[1] == expected_request("iris-1", data)
     job.refresh_from_db()
     assert job.status == "InProgress" and not job.error
+
+
+def test_a_bucket_the_workers_cannot_read_is_refused(stubs, signed_in, monkeypatch):
+    from botocore.stub import Stubber
+
+    from jobs.backends.sagemaker import SageMakerBackend
+
+    s3 = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    ).client("s3")
+    backend = SageMakerBackend(sagemaker=stubs.sagemaker_client, logs=stubs.logs_client, s3=s3)
+    monkeypatch.setattr("jobs.tasks.get_backend", lambda: backend)
+    job = new_job(signed_in, channels=[{"name": "train", "uri": "s3://someone-elses/data/"}])
+    with Stubber(s3) as s3_stub:
+        s3_stub.add_client_error(
+            "list_objects_v2",
+            "AccessDenied",
+            "Access Denied",
+            403,
+            expected_params={"Bucket": "someone-elses", "Prefix": "data/", "MaxKeys": 1},
+        )
+        assert submit_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.error.startswith("Channel train: s3://someone-elses/data/ cannot be read with the workers'")

@@ -1,0 +1,287 @@
+"""Celery tasks of endpoints: short, ids in, state in the database (as ``jobs.tasks``).
+
+- ``deploy_endpoint``: Pending → Creating (CreateModel, CreateEndpointConfig, CreateEndpoint;
+  ``ResourceInUse`` after a lost answer continues) or DeployFailed with one line.
+- ``poll_endpoints`` (beat): describe the endpoints the backend has; InService starts the job's
+  saved suite; an endpoint past its time-to-live is deleted; the local backend re-attaches
+  endpoints whose host process died.
+- ``delete_endpoint``: → Deleting, then Deleted once the backend no longer has it.
+- ``run_invocation``: send one request, store the answer, judge it against its saved test.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.backends import get_backend
+from jobs.endpoints import deploy, expectations
+from jobs.endpoints.models import MAX_STORED_RESPONSE, Endpoint, Invocation, SavedTest
+from jobs.errors import code_of, explain
+from jobs.tasks import RETRY, TransientError, _one_line, _transient
+
+log = logging.getLogger(__name__)
+Status = Endpoint.Status
+
+
+def _move(pk: int, frm: tuple[str, ...] | str, to: str, **fields: Any) -> bool:
+    statuses = (frm,) if isinstance(frm, str) else frm
+    return Endpoint.objects.filter(pk=pk, status__in=statuses).update(status=to, **fields) == 1
+
+
+def enqueue_deploy(endpoint: Endpoint) -> None:
+    pk = endpoint.pk
+    transaction.on_commit(lambda: deploy_endpoint_task.delay(pk))
+
+
+def enqueue_delete(endpoint: Endpoint) -> None:
+    pk = endpoint.pk
+    transaction.on_commit(lambda: delete_endpoint_task.delay(pk))
+
+
+def enqueue_invocation(invocation: Invocation) -> None:
+    pk = invocation.pk
+    transaction.on_commit(lambda: run_invocation_task.delay(pk))
+
+
+def _already(exc: ClientError) -> bool:
+    """The name is taken: after a lost answer, by our own earlier call."""
+    message = exc.response.get("Error", {}).get("Message", "")
+    return code_of(exc) == "ResourceInUse" or (
+        code_of(exc) == "ValidationException" and "already exist" in message
+    )
+
+
+@shared_task(name="endpoints.deploy", bind=True, **RETRY)
+def deploy_endpoint(self, endpoint_id: int) -> str:
+    endpoint = Endpoint.objects.select_related("job").filter(pk=endpoint_id).first()
+    if endpoint is None:
+        return "missing"
+    if endpoint.status != Status.PENDING:
+        return "taken"
+    backend = get_backend()
+    requests = deploy.requests_for(endpoint, endpoint.job, settings)
+    Endpoint.objects.filter(pk=endpoint.pk).update(requests=requests, error="")
+    try:
+        for call, method in (
+            ("CreateModel", backend.create_model),
+            ("CreateEndpointConfig", backend.create_endpoint_config),
+            ("CreateEndpoint", backend.create_endpoint),
+        ):
+            try:
+                method(requests[call])
+            except ClientError as exc:
+                if not _already(exc):
+                    raise
+                log.info("deploy %s: %s already done, continuing", endpoint.name, call)
+    except Exception as exc:
+        if _transient(exc) and self.request.retries < self.max_retries:
+            Endpoint.objects.filter(pk=endpoint.pk).update(error=f"Retrying: {explain(exc)}")
+            raise TransientError(_one_line(exc)) from exc
+        _move(endpoint.pk, Status.PENDING, Status.DEPLOY_FAILED, error=explain(exc))
+        if not isinstance(exc, ClientError | BotoCoreError | ValueError):
+            log.exception("deploy %s failed unexpectedly", endpoint.name)
+        return "failed"
+    _move(endpoint.pk, Status.PENDING, Status.CREATING, error="")
+    return "creating"
+
+
+deploy_endpoint_task = deploy_endpoint
+
+
+def refresh_endpoint(endpoint: Endpoint) -> str:
+    """Describe one endpoint and store what the backend says; its status afterwards."""
+    backend = get_backend()
+    try:
+        described = backend.describe_endpoint(endpoint.name)
+    except ClientError as exc:
+        if code_of(exc) == "ValidationException" and endpoint.status == Status.DELETING:
+            _move(endpoint.pk, Status.DELETING, Status.DELETED, deleted_at=timezone.now())
+            return Status.DELETED
+        if code_of(exc) == "ValidationException":  # gone without us: say so
+            _move(
+                endpoint.pk, Endpoint.FOLLOWED, Status.FAILED, failure_reason="The endpoint no longer exists."
+            )
+            return Status.FAILED
+        raise
+    status = described.get("EndpointStatus", "")
+    if endpoint.status == Status.DELETING:
+        return endpoint.status  # until the backend forgets it
+    if status == "InService" and endpoint.status == Status.CREATING:
+        moved = _move(endpoint.pk, Status.CREATING, Status.IN_SERVICE, in_service_at=timezone.now())
+        if moved and SavedTest.objects.filter(job_id=endpoint.job_id).exists():
+            # The job's suite runs after every deploy of its model.
+            run_suite_task.delay(endpoint.pk, endpoint.owner_id)
+        return Status.IN_SERVICE
+    if status == "Failed":
+        _move(
+            endpoint.pk,
+            (Status.CREATING, Status.IN_SERVICE),
+            Status.FAILED,
+            failure_reason=described.get("FailureReason", ""),
+        )
+        return Status.FAILED
+    return endpoint.status
+
+
+@shared_task(name="endpoints.poll", **RETRY)
+def poll_endpoints() -> int:
+    """Follow every endpoint the backend has; delete those past their time-to-live."""
+    backend = get_backend()
+    reattach = getattr(backend, "reattach_endpoints", None)
+    if callable(reattach):
+        try:
+            reattach()
+        except Exception:
+            log.exception("re-attaching local endpoints failed")
+    now = timezone.now()
+    for endpoint in Endpoint.objects.filter(
+        expires_at__lte=now, status__in=[*Endpoint.FOLLOWED, Status.PENDING]
+    ):
+        log.info("endpoint %s reached its time-to-live: deleting it", endpoint.name)
+        start_delete(endpoint)
+    followed = list(Endpoint.objects.filter(status__in=Endpoint.FOLLOWED))
+    for endpoint in followed:
+        try:
+            refresh_endpoint(endpoint)
+        except Exception as exc:
+            if _transient(exc):
+                raise TransientError(_one_line(exc)) from exc
+            log.warning("describing endpoint %s failed: %s", endpoint.name, explain(exc))
+    return len(followed)
+
+
+def start_delete(endpoint: Endpoint) -> bool:
+    if not _move(
+        endpoint.pk, [s for s in Status.values if s not in (Status.DELETED, Status.DELETING)], Status.DELETING
+    ):
+        return False
+    enqueue_delete(endpoint)
+    return True
+
+
+@shared_task(name="endpoints.delete", **RETRY)
+def delete_endpoint(endpoint_id: int) -> str:
+    """Delete the endpoint, its config and its model (what does not exist is skipped)."""
+    endpoint = Endpoint.objects.filter(pk=endpoint_id).first()
+    if endpoint is None:
+        return "missing"
+    backend = get_backend()
+    for method in (backend.delete_endpoint, backend.delete_endpoint_config, backend.delete_model):
+        try:
+            method(endpoint.name)
+        except ClientError as exc:
+            if _transient(exc):
+                raise TransientError(_one_line(exc)) from exc
+            if code_of(exc) != "ValidationException":  # "could not find": nothing to delete
+                Endpoint.objects.filter(pk=endpoint.pk).update(error=explain(exc))
+                raise
+    endpoint.refresh_from_db()
+    return refresh_endpoint(endpoint)
+
+
+delete_endpoint_task = delete_endpoint
+
+
+def _header(value: str) -> str | None:
+    return value or None
+
+
+@shared_task(name="endpoints.invoke")
+def run_invocation(invocation_id: int) -> str:
+    """Send one invocation (once: a request is not retried behind the user's back)."""
+    invocation = Invocation.objects.select_related("endpoint", "test").filter(pk=invocation_id).first()
+    if invocation is None or invocation.status != Invocation.Status.PENDING:
+        return "missing"
+    backend = get_backend()
+    started = time.perf_counter()
+    fields: dict[str, Any] = {}
+    try:
+        answer = backend.invoke_endpoint(
+            invocation.endpoint.name,
+            bytes(invocation.body),
+            content_type=invocation.content_type,
+            accept=_header(invocation.accept),
+            custom_attributes=_header(invocation.custom_attributes),
+        )
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        original = exc.response.get("OriginalStatusCode") or error.get("OriginalStatusCode")
+        fields["latency_ms"] = (time.perf_counter() - started) * 1000
+        if code_of(exc) == "ModelError" and original:
+            message = exc.response.get("OriginalMessage") or error.get("OriginalMessage") or ""
+            fields.update(status_code=int(original), response_body=message.encode()[:MAX_STORED_RESPONSE])
+            fields["error"] = f"ModelError: the container answered {original}"
+        else:
+            fields["error"] = explain(exc)
+        fields["status"] = Invocation.Status.ERROR
+    except (BotoCoreError, OSError) as exc:
+        fields.update(status=Invocation.Status.ERROR, error=explain(exc))
+    else:
+        fields["latency_ms"] = (time.perf_counter() - started) * 1000
+        body = answer.get("Body", b"")
+        fields.update(
+            status=Invocation.Status.DONE,
+            status_code=200,
+            response_body=body[:MAX_STORED_RESPONSE],
+            response_truncated=len(body) > MAX_STORED_RESPONSE,
+            response_headers={
+                k: v
+                for k, v in {
+                    "Content-Type": answer.get("ContentType"),
+                    "X-Amzn-SageMaker-Custom-Attributes": answer.get("CustomAttributes"),
+                    "X-Amzn-Invoked-Production-Variant": answer.get("InvokedProductionVariant"),
+                }.items()
+                if v
+            },
+        )
+    if invocation.test is not None:
+        passed, verdict = expectations.check(
+            invocation.test,
+            fields.get("status_code"),
+            fields.get("response_body", b""),
+            fields.get("error", ""),
+        )
+        fields.update(passed=passed, verdict=verdict[:500])
+    now = timezone.now()
+    fields["finished_at"] = now
+    Invocation.objects.filter(pk=invocation.pk).update(**fields)
+    Endpoint.objects.filter(pk=invocation.endpoint_id).update(last_invoked_at=now)
+    return fields["status"]
+
+
+run_invocation_task = run_invocation
+
+
+def new_run(endpoint: Endpoint, test: SavedTest, owner_id: int) -> Invocation:
+    return Invocation.objects.create(
+        endpoint=endpoint,
+        test=test,
+        owner_id=owner_id,
+        body=bytes(test.body),
+        content_type=test.content_type,
+        accept=test.accept,
+        custom_attributes=test.custom_attributes,
+    )
+
+
+@shared_task(name="endpoints.run_suite")
+def run_suite(endpoint_id: int, owner_id: int) -> int:
+    """Run every saved test of the endpoint's job against it; how many ran."""
+    endpoint = Endpoint.objects.filter(pk=endpoint_id, status=Status.IN_SERVICE).first()
+    if endpoint is None:
+        return 0
+    tests = list(SavedTest.objects.filter(job_id=endpoint.job_id))
+    for test in tests:
+        run_invocation(new_run(endpoint, test, owner_id).pk)
+    return len(tests)
+
+
+run_suite_task = run_suite
