@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, TextField
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
@@ -50,27 +50,22 @@ def filter_jobs(filters: dict[str, Any] | None) -> QuerySet[TrainingJob]:
         jobs = jobs.filter(created_at__gte=_day_start(filters["created_from"]))
     if filters.get("created_to"):
         jobs = jobs.filter(created_at__lt=_day_start(filters["created_to"] + timedelta(days=1)))
-    sort = filters.get("sort") or DEFAULT_SORT
     if filters.get("q"):
-        jobs = _search(jobs, filters["q"], in_order_index=sort not in ("name", "-name"))
-    return jobs.order_by(*SORTS[sort])
+        jobs = _search(jobs, filters["q"])
+    return jobs.order_by(*SORTS[filters.get("sort") or DEFAULT_SORT])
 
 
 def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def _search(jobs: QuerySet[TrainingJob], q: str, *, in_order_index: bool) -> QuerySet[TrainingJob]:
+def _search(jobs: QuerySet[TrainingJob], q: str) -> QuerySet[TrainingJob]:
     """Jobs whose name, hyperparameters or channels contain ``q`` (any case).
 
-    The query reads only ``search_text`` (lower case) and the id. A job whose text was cut at
-    ``SEARCH_TEXT_MAX`` (rare) is also searched in its JSON fields, by a subquery on its row.
-
-    ``in_order_index``: the index the page is read in holds ``search_text`` (created_at and
-    status orders, see ``TrainingJob.Meta``), so SQLite checks it there and reads only the rows
-    shown. Otherwise (by name) the matching ids are found first, in one scan of such an index,
-    and the name index is walked checking them: ``id + 0`` keeps SQLite from fetching each
-    match by id and sorting them all instead.
+    The condition reads only ``search_text`` (lower case) and the id, which the indexes the
+    pages are read in hold (``TrainingJob.Meta``): SQLite checks it there and reads only the
+    rows shown. A job whose text was cut at ``SEARCH_TEXT_MAX`` (rare) is also searched in its
+    JSON fields, by a subquery on its own row.
     """
     in_json = (
         TrainingJob.objects.filter(pk=OuterRef("pk"))
@@ -81,11 +76,7 @@ def _search(jobs: QuerySet[TrainingJob], q: str, *, in_order_index: bool) -> Que
         .filter(Q(hyperparameters_text__icontains=q) | Q(channels_text__icontains=q))
     )
     cut = Q(search_length__gte=SEARCH_TEXT_MAX) & Q(Exists(in_json))
-    matches = Q(search_text__contains=q.lower()) | cut
-    if in_order_index:
-        return jobs.alias(search_length=Length("search_text")).filter(matches)
-    ids = TrainingJob.objects.alias(search_length=Length("search_text")).filter(matches).values("pk")
-    return jobs.alias(unindexed_id=F("pk") + 0).filter(unindexed_id__in=ids)
+    return jobs.alias(search_length=Length("search_text")).filter(Q(search_text__contains=q.lower()) | cut)
 
 
 def export_row(job: TrainingJob) -> dict[str, Any]:
