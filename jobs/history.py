@@ -10,11 +10,11 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
-from django.db.models.functions import Cast, Length
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from jobs.forms import DEFAULT_SORT, SORTS
-from jobs.models import SEARCH_TEXT_MAX, TrainingJob
+from jobs.models import SEARCH_TEXT_CUT, TrainingJob
 
 #: Exports stop after this many rows (a filter narrows them down).
 EXPORT_MAX_ROWS = 100_000
@@ -64,8 +64,8 @@ def _search(jobs: QuerySet[TrainingJob], q: str) -> QuerySet[TrainingJob]:
 
     The condition reads only ``search_text`` (lower case) and the id, which the indexes the
     pages are read in hold (``TrainingJob.Meta``): SQLite checks it there and reads only the
-    rows shown. A job whose text was cut at ``SEARCH_TEXT_MAX`` (rare) is also searched in its
-    JSON fields, by a subquery on its own row.
+    rows shown. A job whose text was cut (rare: see ``SEARCH_TEXT_MAX_BYTES``) is also searched
+    in its JSON fields, by a subquery on its own row.
     """
     in_json = (
         TrainingJob.objects.filter(pk=OuterRef("pk"))
@@ -75,8 +75,8 @@ def _search(jobs: QuerySet[TrainingJob], q: str) -> QuerySet[TrainingJob]:
         )
         .filter(Q(hyperparameters_text__icontains=q) | Q(channels_text__icontains=q))
     )
-    cut = Q(search_length__gte=SEARCH_TEXT_MAX) & Q(Exists(in_json))
-    return jobs.alias(search_length=Length("search_text")).filter(Q(search_text__contains=q.lower()) | cut)
+    cut = Q(search_text__startswith=SEARCH_TEXT_CUT) & Q(Exists(in_json))
+    return jobs.filter(Q(search_text__contains=q.lower()) | cut)
 
 
 def export_row(job: TrainingJob) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from anyjob_container.environment import is_reserved
 from jobs.backends import get_backend
 from jobs.backends.base import Backend
-from jobs.models import TrainingJob
+from jobs.models import TrainingJob, searchable_text
 from jobs.tasks import description_fields, failure_text
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,8 @@ def import_jobs(owner: Any, *, backend: Backend | None = None, since: datetime |
             result.unchanged += 1
             continue
         fields = job_fields(backend.describe_training_job(name))
+        # QuerySet.update() skips save(), which keeps the search column: set it here.
+        fields["search_text"] = searchable_text(name, fields["hyperparameters"], fields["channels"])
         if fields["status"] == TrainingJob.Status.FAILED:
             fields["failure_text"] = failure_text(name)
         if row is not None:

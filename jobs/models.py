@@ -12,17 +12,20 @@ from django.conf import settings
 from django.db import models
 from django.utils.timezone import now
 
-#: ``search_text`` keeps this many characters; a longer job is also searched in its JSON fields.
-#: (600 characters are at most 2,400 bytes: an index entry stays under PostgreSQL's B-tree limit.)
-SEARCH_TEXT_MAX = 600
+#: ``search_text`` keeps at most this many UTF-8 bytes, so that an index entry holding it stays
+#: under PostgreSQL's B-tree limit (2,704 bytes); typical jobs need a tenth of it.
+SEARCH_TEXT_MAX_BYTES = 2000
+#: First character of a ``search_text`` that was cut: such a job is also searched in its JSON
+#: fields. (A prefix test costs one character per row; ``LENGTH()`` would count them all.)
+SEARCH_TEXT_CUT = "\x1e"
 #: What ``search_text`` is made of, so ``save()`` refreshes it when one of them changes.
 SEARCHED_FIELDS = ("name", "hyperparameters", "channels")
 
 
 def searchable_text(name: str, hyperparameters: Any, channels: Any) -> str:
-    """The history's free-text search target: lower case, one item a line, at most
-    ``SEARCH_TEXT_MAX`` characters. The name, each hyperparameter as ``key=value``, and each
-    channel's name, URI and content type."""
+    """The history's free-text search target, in lower case, one item a line: the name, each
+    hyperparameter as ``key=value``, each channel's name, URI and content type. Longer than
+    ``SEARCH_TEXT_MAX_BYTES``, it is cut and starts with ``SEARCH_TEXT_CUT``."""
     lines = [name]
     for hp in hyperparameters if isinstance(hyperparameters, list) else []:
         if isinstance(hp, dict):
@@ -30,7 +33,12 @@ def searchable_text(name: str, hyperparameters: Any, channels: Any) -> str:
     for channel in channels if isinstance(channels, list) else []:
         if isinstance(channel, dict):
             lines += [str(channel.get(k) or "") for k in ("name", "uri", "content_type")]
-    return "\n".join(lines).lower()[:SEARCH_TEXT_MAX]
+    text = "\n".join(lines).lower()
+    encoded = text.encode()
+    if len(encoded) <= SEARCH_TEXT_MAX_BYTES:
+        return text
+    room = SEARCH_TEXT_MAX_BYTES - len(SEARCH_TEXT_CUT.encode())
+    return SEARCH_TEXT_CUT + encoded[:room].decode(errors="ignore")
 
 
 class TrainingJob(models.Model):

@@ -209,3 +209,19 @@ def test_the_table_refreshes_itself_while_jobs_run(client, alice):
     assert b"<html" not in fragment.content
     TrainingJob.objects.filter(name="running-1").update(status="Completed")
     assert b"hx-trigger" not in client.get("/jobs/").content
+
+
+def test_a_search_with_few_matches_is_not_counted_separately(client, alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.models import TrainingJob
+
+    for i in range(3):
+        TrainingJob.objects.create(owner=alice, name=f"rare-{i}", entry_point="t.py")
+    client.force_login(alice)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/jobs/?q=rare-")
+    assert response.context["page"].paginator.count == 3
+    assert [j.name for j in response.context["page"]] == ["rare-2", "rare-1", "rare-0"]
+    assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)

@@ -150,3 +150,58 @@ def test_bad_input_comes_back_with_messages_and_loses_nothing(page: Page, stack,
     # The uploaded code is still there: nothing to upload again.
     expect(page.locator("#code-files")).to_contain_text("train.py")
     shot(page, request, "errors")
+
+
+def test_deploy_a_model_and_keep_an_invocation_test(page: Page, stack, request) -> None:
+    fay = stack.create_user("fay", "fay-pass-42")
+    sign_in(page, stack.base_url, fay.username, fay.password)
+    page.goto("/new/")
+    page.locator("#id_code").set_input_files(
+        [str(EXAMPLES / "linear" / "train.py"), str(EXAMPLES / "linear" / "inference.py")]
+    )
+    expect(page.locator("#code-files")).to_contain_text("inference.py")
+    expect(page.locator("#id_entry_point")).to_have_value("train.py")
+    fill_row(page, "ch", 0, {"name": "train", "uri": DATA})
+    fill_row(page, "hp", 0, {"key": "epochs", "value": "50", "type": "number"})
+    page.locator("#id_name").fill("linear-to-serve")
+    page.get_by_role("button", name="Submit job").click()
+    wait_for_status(page, "Completed")
+
+    # Deploy from the job page; the inference script is picked for us.
+    page.get_by_role("link", name="Deploy", exact=True).click()
+    expect(page.locator("#id_inference_entry_point")).to_have_value("inference.py")
+    page.locator("#id_name").fill("linear-live")
+    page.locator("#id_ttl_minutes").fill("60")
+    shot(page, request, "deploy-form")
+    page.get_by_role("button", name="Deploy").click()
+    expect(page).to_have_url(stack.url("/endpoints/linear-live/"))
+    expect(page.locator("#status")).to_have_text("InService", timeout=JOB_TIMEOUT_MS)
+    shot(page, request, "in-service")
+
+    # An invocation, saved as a test with an expectation; its answer and latency appear.
+    page.locator("#id_body").fill("[[1.0, 2.0], [3.0, 4.0]]")
+    page.locator("details summary", has_text="Save as a test").click()
+    page.locator("#id_save_as").fill("two rows")
+    page.locator("#id_expect").select_option("status")
+    page.locator("#id_expected_status").fill("200")
+    page.get_by_role("button", name="Send").click()
+    first = page.locator("article.invocation").first
+    expect(first.locator("[data-status-code]")).to_have_text("200", timeout=30_000)
+    expect(first.locator(".latency")).to_contain_text(" ms")
+    expect(first.locator(".verdict")).to_have_text("pass")
+    expect(first.locator("pre.response")).to_contain_text("[")
+    # A request the handler refuses: its 400 and message are shown, and the endpoint serves on.
+    page.locator("#id_body").fill('{"instances": [["a", "b"]]}')
+    page.locator("#id_save_as").fill("")
+    page.get_by_role("button", name="Send").click()
+    refused = page.locator("article.invocation").first
+    expect(refused.locator("[data-status-code]")).to_have_text("400", timeout=30_000)
+    expect(refused).to_contain_text("not a number")
+    expect(page.locator("#saved-tests")).to_contain_text("two rows")
+    shot(page, request, "invocations")
+
+    # The owner deletes it.
+    page.get_by_role("link", name="Delete…").click()
+    page.get_by_role("button", name="Delete the endpoint").click()
+    expect(page.locator("#status")).to_have_text("Deleted", timeout=30_000)
+    shot(page, request, "deleted")
