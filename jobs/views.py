@@ -108,18 +108,19 @@ def job_detail(request: HttpRequest, name: str) -> HttpResponse:
         "clones": list(job.clones.order_by("-created_at").values_list("name", flat=True)[:20]),
         "endpoints": list(job.endpoints.order_by("-created_at").only("name", "status")[:20]),
         "notes": _notes(job),
-        "can_clone": _can_stop(request.user, job),
-        "can_resubmit": _can_stop(request.user, job) and job.status == TrainingJob.Status.SUBMIT_FAILED,
     }
     return render(request, "jobs/job_detail.html", ctx)
 
 
 def _status_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
+    may_change = _can_stop(request.user, job)
     return {
         "job": job,
         "timeline": detail.timeline(job.transitions),
         "final": job.status in TrainingJob.FINAL,
-        "can_stop": _can_stop(request.user, job) and job.status not in TrainingJob.FINAL,
+        "can_stop": may_change and job.status not in TrainingJob.FINAL,
+        "can_clone": may_change,
+        "can_resubmit": may_change and job.status == TrainingJob.Status.SUBMIT_FAILED,
     }
 
 

@@ -174,3 +174,9 @@ class Backend:
     ) -> dict[str, Any]:
         """The endpoint's log (``get_training_logs``' shape and tokens)."""
         raise NotImplementedError
+
+    def reattach_endpoints(self) -> int:
+        """Bring back every endpoint that should be serving but whose process is gone (a
+        machine or worker restart); returns how many were restarted or finished deleting.
+        Called by a periodic task; backends whose endpoints live elsewhere (AWS) do nothing."""
+        return 0

@@ -192,7 +192,6 @@ def test_deploy_a_model_and_keep_an_invocation_test(page: Page, stack, request) 
     expect(first.locator("pre.response")).to_contain_text("[")
     # A request the handler refuses: its 400 and message are shown, and the endpoint serves on.
     page.locator("#id_body").fill('{"instances": [["a", "b"]]}')
-    page.locator("#id_save_as").fill("")
     page.get_by_role("button", name="Send").click()
     refused = page.locator("article.invocation").first
     expect(refused.locator("[data-status-code]")).to_have_text("400", timeout=30_000)

@@ -7,17 +7,31 @@ Nothing here waits for a job: every other call reads and writes the job's row.
 
 A job whose process died (machine restart, OOM kill) stops sending heartbeats; the next
 describe or list call fails it with a reason instead of leaving it ``InProgress`` forever.
+
+Endpoints: ``create_model`` and ``create_endpoint_config`` record their requests;
+``create_endpoint`` records the endpoint (with copies of both) and starts its detached host
+process (``endpoint_host.py``), which serves the model with the container's ``serve`` in the
+sandbox on a free 127.0.0.1 port and records ``InService`` (or ``Failed`` with the reason).
+``invoke_endpoint`` posts to that port as SageMaker's runtime does, with its limits and error
+shapes. An endpoint whose host died (a machine restart) is not failed but restarted:
+``reattach_endpoints`` (a beat task's job; ``describe_endpoint`` and ``invoke_endpoint`` do it
+for their endpoint) starts a new host for it.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import http.client
 import json
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,8 +45,19 @@ from django.utils.timezone import now
 
 from jobs import api_limits, storage
 from jobs.backends.base import Backend
-from jobs.backends.local import states
-from jobs.backends.local.models import ACTIVE, LocalLogEvent, LocalTrainingJob, Status
+from jobs.backends.local import endpoint_host, states
+from jobs.backends.local.models import (
+    ACTIVE,
+    SERVING,
+    EndpointStatus,
+    LocalEndpoint,
+    LocalEndpointConfig,
+    LocalEndpointLogEvent,
+    LocalLogEvent,
+    LocalModel,
+    LocalTrainingJob,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +301,275 @@ def launch_executor(job: LocalTrainingJob) -> None:
     )
 
 
+# -- endpoints: module helpers ------------------------------------------------------------------
+
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+_RUNTIME_ERROR_TYPES = {
+    "ValidationError": 400,
+    "ModelError": 424,
+    "ServiceUnavailable": 503,
+    "InternalFailure": 500,
+}
+_INVOKE = "InvokeEndpoint"
+#: What InvokeEndpoint reads of the endpoint's row (not the requests' copies).
+_INVOKE_FIELDS = (
+    "name",
+    "key",
+    "uid",
+    "status",
+    "port",
+    "config",
+    "generation",
+    "launched_at",
+    "host",
+    "machine",
+    "heartbeat",
+)
+
+
+def _arn(kind: str, name: str) -> str:
+    return f"arn:aws:sagemaker:{settings.ANYJOB_REGION}:{ACCOUNT}:{kind}/{name.lower()}"
+
+
+def _could_not_find(operation: str, what: str, kind: str, name: str) -> ClientError:
+    return client_error(operation, VALIDATION, f'Could not find {what} "{_arn(kind, name)}".')
+
+
+def log_group_arn(name: str) -> str:
+    """The ARN of the endpoint's CloudWatch log group, as ``ModelError`` names it."""
+    return f"arn:aws:logs:{settings.ANYJOB_REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{name}"
+
+
+def runtime_error(code: str, message: str, **fields: Any) -> ClientError:
+    """A sagemaker-runtime error as botocore parses it: ``Error`` plus the error shape's own
+    members (``OriginalStatusCode``, ``OriginalMessage``, ``LogStreamArn``) at the top level."""
+    status = _RUNTIME_ERROR_TYPES[code]
+    response: dict[str, Any] = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {
+            "RequestId": str(uuid.uuid4()),
+            "HTTPStatusCode": status,
+            "HTTPHeaders": {"content-type": "application/json", "x-amzn-errortype": code},
+            "RetryAttempts": 0,
+        },
+        "Message": message,
+        **fields,
+    }
+    return ClientError(response, _INVOKE)
+
+
+def _model_error(name: str, message: str, **fields: Any) -> ClientError:
+    return runtime_error("ModelError", message, LogStreamArn=log_group_arn(name), **fields)
+
+
+def _container_error(name: str, status: int, body: bytes) -> ClientError:
+    """A container's non-2xx answer, as SageMaker wraps it (HTTP 424 ``ModelError``)."""
+    original = body.decode("utf-8", "replace")
+    kind = "client" if 400 <= status < 500 else "server"
+    region = settings.ANYJOB_REGION
+    message = (
+        f'Received {kind} error ({status}) from primary with message "{original}". See '
+        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logEventViewer:"
+        f"group=/aws/sagemaker/Endpoints/{name} in account {ACCOUNT} for more information."
+    )
+    return _model_error(name, message, OriginalStatusCode=status, OriginalMessage=original)
+
+
+def _path_problems(path: str, value: str) -> list[tuple[str, str, str]]:
+    """A local path or ``file://`` URI the endpoint reads must lie under the file roots."""
+    if value.startswith("/"):
+        if value == "/opt/ml" or value.startswith("/opt/ml/"):
+            return []  # inside the container (e.g. /opt/ml/model/code)
+        value = Path(value).as_uri()
+    return _file_root_problems(path, value)
+
+
+def model_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """What the emulator needs of a CreateModel request beyond AWS's rules."""
+    problems: list[tuple[str, str, str]] = []
+    container = request.get("PrimaryContainer")
+    if not container:
+        return [
+            (
+                "PrimaryContainer",
+                VALIDATION,
+                "The local backend serves models with one PrimaryContainer (not Containers).",
+            )
+        ]
+    if container.get("Mode", "SingleModel") != "SingleModel":
+        problems.append(
+            ("PrimaryContainer.Mode", VALIDATION, "The local backend serves SingleModel containers only.")
+        )
+    if container.get("ModelDataSource"):
+        problems.append(
+            (
+                "PrimaryContainer.ModelDataSource",
+                VALIDATION,
+                "The local backend reads the model from ModelDataUrl (a model.tar.gz), not ModelDataSource.",
+            )
+        )
+    url = container.get("ModelDataUrl")
+    if isinstance(url, str):
+        if not url.startswith(("s3://", "file://")):
+            problems.append(
+                (
+                    "PrimaryContainer.ModelDataUrl",
+                    VALIDATION,
+                    f"ModelDataUrl {url!r} must be an s3:// or file:// URI of a model.tar.gz.",
+                )
+            )
+        else:
+            problems += _file_root_problems("PrimaryContainer.ModelDataUrl", url)
+    code = (container.get("Environment") or {}).get("SAGEMAKER_SUBMIT_DIRECTORY")
+    if isinstance(code, str) and code.startswith(("/", "file://")):
+        problems += _path_problems("PrimaryContainer.Environment.SAGEMAKER_SUBMIT_DIRECTORY", code)
+    return problems
+
+
+def endpoint_config_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """What the emulator needs of a CreateEndpointConfig request beyond AWS's rules."""
+    problems: list[tuple[str, str, str]] = []
+    variants = request.get("ProductionVariants") or []
+    if len(variants) != 1:
+        problems.append(
+            (
+                "ProductionVariants",
+                VALIDATION,
+                f"The local backend serves one production variant per endpoint, not {len(variants)}.",
+            )
+        )
+    for i, variant in enumerate(variants[:1]):
+        count = variant.get("InitialInstanceCount", 1)
+        if count != 1:
+            problems.append(
+                (
+                    f"ProductionVariants[{i}].InitialInstanceCount",
+                    "ResourceLimitExceeded",
+                    f"The local backend runs one instance per endpoint; InitialInstanceCount {count} "
+                    "needs the sagemaker backend.",
+                )
+            )
+    for key in ("AsyncInferenceConfig", "ShadowProductionVariants", "ExplainerConfig", "DataCaptureConfig"):
+        if request.get(key):
+            problems.append((key, VALIDATION, f"The local backend does not support {key}."))
+    return problems
+
+
+def _refuse(operation: str, problems: list[tuple[str, str, str]]) -> None:
+    if problems:
+        _, code, message = problems[0]
+        raise client_error(operation, code, message)
+
+
+def model_s3_shaped(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A CreateModel request with its ``file://`` model data in S3's shape, for validation."""
+    shaped = copy.deepcopy(dict(request))
+    for container in [shaped.get("PrimaryContainer") or {}, *(shaped.get("Containers") or [])]:
+        if isinstance(container, dict) and isinstance(container.get("ModelDataUrl"), str):
+            container["ModelDataUrl"] = _s3_shaped(container["ModelDataUrl"])
+    return shaped
+
+
+def endpoint_root(endpoint: LocalEndpoint) -> Path:
+    """The endpoint's folder on this machine (its ``ml/`` is ``/opt/ml`` for the server).
+    ``_`` cannot start a SageMaker name, so no training job's folder is ever called that."""
+    return Path(settings.ANYJOB_LOCAL_ROOT) / "_endpoints" / f"{endpoint.key}-{endpoint.uid}"
+
+
+def variant_name(endpoint: LocalEndpoint) -> str:
+    return endpoint.config["ProductionVariants"][0].get("VariantName", "AllTraffic")
+
+
+def describe_endpoint_row(endpoint: LocalEndpoint) -> dict[str, Any]:
+    """The row as ``DescribeEndpoint`` answers."""
+    out: dict[str, Any] = {
+        "EndpointName": endpoint.name,
+        "EndpointArn": endpoint.arn,
+        "EndpointConfigName": endpoint.request["EndpointConfigName"],
+        "EndpointStatus": endpoint.status,
+        "CreationTime": endpoint.creation_time,
+        "LastModifiedTime": endpoint.last_modified_time,
+    }
+    if endpoint.status == EndpointStatus.IN_SERVICE:
+        image = (endpoint.model.get("PrimaryContainer") or {}).get("Image", "")
+        out["ProductionVariants"] = [
+            {
+                "VariantName": variant_name(endpoint),
+                "DeployedImages": [
+                    {
+                        "SpecifiedImage": image,
+                        "ResolvedImage": image,
+                        "ResolutionTime": endpoint.creation_time,
+                    }
+                ],
+                "CurrentWeight": 1.0,
+                "DesiredWeight": 1.0,
+                "CurrentInstanceCount": 1,
+                "DesiredInstanceCount": 1,
+            }
+        ]
+    if endpoint.failure_reason:
+        out["FailureReason"] = endpoint.failure_reason
+    return out
+
+
+def launch_endpoint_host(endpoint: LocalEndpoint) -> None:
+    """Start the endpoint's host process for its current generation, detached (see
+    ``endpoint_host.py``). Returns once the host holds the endpoint's lock."""
+    root = endpoint_root(endpoint)
+    root.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "name": endpoint.name,
+        "key": endpoint.key,
+        "generation": endpoint.generation,
+        "root": str(root),
+        "model": endpoint.model,
+        "variant": variant_name(endpoint),
+        "region": settings.ANYJOB_REGION,
+        "image_env_root": str(settings.ANYJOB_IMAGE_ENV_ROOT),
+        # Hidden inside the sandbox: the database, sockets, artifacts, jobs, credentials.
+        "hide": [str(settings.VAR_DIR), str(settings.ANYJOB_LOCAL_ROOT), str(Path.home())],
+        "stop_grace_seconds": settings.ANYJOB_LOCAL_STOP_GRACE_SECONDS,
+        "heartbeat_seconds": settings.ANYJOB_LOCAL_HEARTBEAT_SECONDS,
+        "startup_seconds": settings.ANYJOB_LOCAL_ENDPOINT_STARTUP_SECONDS,
+        "max_log_events": settings.ANYJOB_LOCAL_MAX_LOG_EVENTS,
+        "django_settings": os.environ.get("DJANGO_SETTINGS_MODULE", "webapp.settings"),
+    }
+    plan_file = root / f"plan-{endpoint.generation}.json"
+    plan_file.write_text(json.dumps(plan))
+    subprocess.run(
+        [sys.executable, "-m", "jobs.backends.local.endpoint_host", "--detach", str(plan_file)],
+        cwd=settings.BASE_DIR,
+        stdin=subprocess.DEVNULL,
+        check=True,
+        timeout=30,
+    )
+
+
+class _Connections(threading.local):
+    """Keep-alive HTTP connections to the model servers, one per port and thread."""
+
+    def __init__(self) -> None:
+        self.by_port: dict[int, http.client.HTTPConnection] = {}
+
+    def get(self, port: int, timeout: float) -> http.client.HTTPConnection:
+        conn = self.by_port.get(port)
+        if conn is None:
+            conn = self.by_port[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def drop(self, port: int) -> None:
+        conn = self.by_port.pop(port, None)
+        if conn is not None:
+            conn.close()
+
+
+_connections = _Connections()
+
+
 class LocalBackend(Backend):
     name = "local"
 
@@ -407,6 +701,328 @@ class LocalBackend(Backend):
 
     def job_notes(self, name: str) -> list[str]:
         return list(self._get("DescribeTrainingJob", name).notes)
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def create_model(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        op = "CreateModel"
+        api_limits.check(op, model_s3_shaped(request))
+        _refuse(op, model_problems(request))
+        name = request["ModelName"]
+        arn = _arn("model", name)
+        model = LocalModel(
+            name=name,
+            key=name.lower(),
+            arn=arn,
+            request=json.loads(json.dumps(dict(request), default=str)),
+            creation_time=now(),
+        )
+        try:
+            with transaction.atomic():
+                model.save()
+        except IntegrityError:
+            raise client_error(op, VALIDATION, f'Cannot create already existing model "{arn}".') from None
+        return {"ModelArn": arn}
+
+    def create_endpoint_config(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        op = "CreateEndpointConfig"
+        api_limits.check(op, request)
+        _refuse(op, endpoint_config_problems(request))
+        name = request["EndpointConfigName"]
+        arn = _arn("endpoint-config", name)
+        for variant in request["ProductionVariants"]:
+            if not LocalModel.objects.filter(key=variant["ModelName"].lower()).exists():
+                raise _could_not_find(op, "model", "model", variant["ModelName"])
+        config = LocalEndpointConfig(
+            name=name,
+            key=name.lower(),
+            arn=arn,
+            request=json.loads(json.dumps(dict(request), default=str)),
+            creation_time=now(),
+        )
+        try:
+            with transaction.atomic():
+                config.save()
+        except IntegrityError:
+            raise client_error(
+                op, VALIDATION, f'Cannot create already existing endpoint configuration "{arn}".'
+            ) from None
+        return {"EndpointConfigArn": arn}
+
+    def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        op = "CreateEndpoint"
+        api_limits.check(op, request)
+        if request.get("DeploymentConfig"):
+            raise client_error(op, VALIDATION, "The local backend does not support DeploymentConfig.")
+        name = request["EndpointName"]
+        arn = _arn("endpoint", name)
+        config_name = request["EndpointConfigName"]
+        config = LocalEndpointConfig.objects.filter(key=config_name.lower()).first()
+        if config is None:
+            raise _could_not_find(op, "endpoint configuration", "endpoint-config", config_name)
+        model_name = config.request["ProductionVariants"][0]["ModelName"]
+        model = LocalModel.objects.filter(key=model_name.lower()).first()
+        if model is None:
+            raise _could_not_find(op, "model", "model", model_name)
+        at = now()
+        endpoint = LocalEndpoint(
+            name=name,
+            key=name.lower(),
+            arn=arn,
+            uid=uuid.uuid4().hex,
+            request=json.loads(json.dumps(dict(request), default=str)),
+            config=config.request,
+            model=model.request,
+            creation_time=at,
+            last_modified_time=at,
+            launched_at=at,
+            machine=socket.gethostname(),
+        )
+        try:
+            with transaction.atomic():
+                endpoint.save()
+        except IntegrityError:
+            raise client_error(op, VALIDATION, f'Cannot create already existing endpoint "{arn}".') from None
+        self._launch(endpoint)
+        return {"EndpointArn": arn}
+
+    def describe_endpoint(self, name: str) -> dict[str, Any]:
+        op = "DescribeEndpoint"
+        api_limits.check(op, {"EndpointName": name})
+        endpoint = self._endpoint(op, name)
+        endpoint = self._reattach(endpoint)  # a host that died is replaced (or a deletion finished)
+        if endpoint is None:
+            raise _could_not_find(op, "endpoint", "endpoint", name)
+        return describe_endpoint_row(endpoint)
+
+    def delete_endpoint(self, name: str) -> None:
+        op = "DeleteEndpoint"
+        api_limits.check(op, {"EndpointName": name})
+        with transaction.atomic():
+            endpoint = self._endpoint(op, name, for_update=True)
+            if endpoint.status != EndpointStatus.DELETING:
+                endpoint.status = EndpointStatus.DELETING
+                endpoint.last_modified_time = now()
+                endpoint.save(update_fields=["status", "last_modified_time"])
+        # The host stops the server and removes the row; with no live host, that happens here.
+        self._reattach(endpoint)
+
+    def delete_endpoint_config(self, name: str) -> None:
+        op = "DeleteEndpointConfig"
+        api_limits.check(op, {"EndpointConfigName": name})
+        deleted, _ = LocalEndpointConfig.objects.filter(key=name.lower()).delete()
+        if not deleted:
+            raise _could_not_find(op, "endpoint configuration", "endpoint-config", name)
+
+    def delete_model(self, name: str) -> None:
+        op = "DeleteModel"
+        api_limits.check(op, {"ModelName": name})
+        deleted, _ = LocalModel.objects.filter(key=name.lower()).delete()
+        if not deleted:
+            raise _could_not_find(op, "model", "model", name)
+
+    def invoke_endpoint(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"EndpointName": name, "Body": body}
+        headers = {}
+        for member, header, value in (
+            ("ContentType", "Content-Type", content_type),
+            ("Accept", "Accept", accept),
+            ("CustomAttributes", CUSTOM_ATTRIBUTES, custom_attributes),
+        ):
+            if value is not None:
+                params[member] = headers[header] = value
+        # Before anything else, as the service does: the server never sees a refused request.
+        api_limits.check(_INVOKE, params)
+        if isinstance(body, str):
+            body = body.encode()
+        endpoint = LocalEndpoint.objects.only(*_INVOKE_FIELDS).filter(key=name.lower()).first()
+        if endpoint is None:
+            raise runtime_error("ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+        if endpoint.status != EndpointStatus.IN_SERVICE:
+            raise runtime_error(
+                "ValidationError",
+                f"Endpoint {name} of account {ACCOUNT} is not in service: its status is {endpoint.status}.",
+            )
+        port = endpoint.port
+        # A port whose host is gone may be anyone's by now (after a reboot): never send there.
+        if port is None or not self._host_alive(endpoint):
+            self._reattach(endpoint)
+            raise runtime_error(
+                "ServiceUnavailable",
+                f"The model server of endpoint {name} is restarting; retry in a few seconds.",
+            )
+        variant = variant_name(endpoint)
+        headers["Content-Length"] = str(len(body))
+        timeout = settings.ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS
+        for attempt in (1, 2):
+            conn = _connections.get(port, timeout)
+            reused = conn.sock is not None
+            try:
+                conn.request("POST", "/invocations", body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+                break
+            except TimeoutError:
+                _connections.drop(port)
+                raise _model_error(
+                    name,
+                    "Your invocation timed out while waiting for a response from container primary. "
+                    "Review the latency metrics for each container in Amazon CloudWatch, resolve the "
+                    f"issue, and try again. (anyjob: no answer within {timeout:g} s.)",
+                ) from None
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                _connections.drop(port)
+                if reused and attempt == 1:
+                    continue  # the server closed an idle kept-alive connection: once more, afresh
+                raise self._unreachable(name, port, exc) from None
+            except (OSError, http.client.HTTPException) as exc:
+                _connections.drop(port)
+                raise self._unreachable(name, port, exc) from None
+        if not 200 <= response.status < 300:
+            raise _container_error(name, response.status, answer)
+        return {
+            "Body": answer,
+            "ContentType": response.getheader("Content-Type") or "application/octet-stream",
+            "CustomAttributes": response.getheader(CUSTOM_ATTRIBUTES),
+            "InvokedProductionVariant": variant,
+        }
+
+    def get_endpoint_logs(
+        self, name: str, next_token: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        endpoint = self._endpoint("GetLogEvents", name)
+        after = -1
+        if next_token:
+            try:
+                after = int(next_token.removeprefix("f/"))
+            except ValueError:
+                raise client_error(
+                    "GetLogEvents", "InvalidParameterException", "The specified nextToken is invalid."
+                ) from None
+        events = list(
+            LocalEndpointLogEvent.objects.filter(endpoint=endpoint, seq__gt=after).order_by("seq")[
+                : max(1, min(limit, 10_000))
+            ]
+        )
+        last = events[-1].seq if events else after
+        return {"events": [_event(e) for e in events], "nextForwardToken": f"f/{last}"}
+
+    def reattach_endpoints(self) -> int:
+        """Start a new host for every endpoint that should be serving (``Creating``,
+        ``InService``) but whose host process is gone, and finish the deletion of ``Deleting``
+        ones whose host is gone; returns how many. Cheap when all is well (one query, and a
+        ``flock`` probe per endpoint of this machine): a beat task may call it every few
+        seconds, and ``describe_endpoint`` does it for the endpoint it describes."""
+        count = 0
+        for endpoint in LocalEndpoint.objects.filter(status__in=[*SERVING, EndpointStatus.DELETING]):
+            generation = endpoint.generation
+            after = self._reattach(endpoint)
+            if after is None or after.generation != generation:
+                count += 1
+        return count
+
+    def _unreachable(self, name: str, port: int, exc: Exception) -> ClientError:
+        """The error for a model server that did not answer at all."""
+        endpoint = LocalEndpoint.objects.filter(key=name.lower()).first()
+        if endpoint is None or endpoint.status == EndpointStatus.DELETING:
+            return runtime_error(
+                "ValidationError",
+                f"Endpoint {name} of account {ACCOUNT} not found. (anyjob: it was deleted while the "
+                f"request was on its way: {type(exc).__name__}.)",
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            self._reattach(endpoint)
+            return runtime_error(
+                "ServiceUnavailable",
+                f"The model server of endpoint {name} is not listening on 127.0.0.1:{port} "
+                "(connection refused); it is being restarted: retry in a few seconds.",
+            )
+        return _model_error(
+            name,
+            f"The primary container closed the connection without answering ({type(exc).__name__}: "
+            f"{exc}); its worker may have crashed or outlived SAGEMAKER_MODEL_SERVER_TIMEOUT. See "
+            "the endpoint's log.",
+        )
+
+    def _launch(self, endpoint: LocalEndpoint) -> None:
+        try:
+            launch_endpoint_host(endpoint)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.exception("endpoint %s: could not start its host process", endpoint.name)
+            LocalEndpoint.objects.filter(pk=endpoint.pk, generation=endpoint.generation).filter(
+                status__in=SERVING
+            ).update(
+                status=EndpointStatus.FAILED,
+                failure_reason=f"InternalServerError: could not start the endpoint's process: {exc}"[:1024],
+                last_modified_time=now(),
+                launched_at=None,
+            )
+
+    @staticmethod
+    def _host_alive(endpoint: LocalEndpoint) -> bool:
+        """Whether the endpoint's current host process is alive (or on its way up).
+
+        On this machine the host's lock says it exactly; elsewhere (a shared database) the
+        heartbeat does, after ``ANYJOB_LOCAL_HEARTBEAT_TIMEOUT``. A host launched but not yet
+        in its row counts as alive for that long too."""
+        cutoff = now() - timedelta(seconds=settings.ANYJOB_LOCAL_HEARTBEAT_TIMEOUT)
+        starting = not endpoint.host and endpoint.launched_at is not None and endpoint.launched_at > cutoff
+        if endpoint.machine == socket.gethostname():
+            return starting or endpoint_host.lock_is_held(endpoint_root(endpoint))
+        return starting or (endpoint.heartbeat is not None and endpoint.heartbeat > cutoff)
+
+    def _reattach(self, endpoint: LocalEndpoint) -> LocalEndpoint | None:
+        """The endpoint after making sure a live host serves it (None once it is deleted)."""
+        if endpoint.status == EndpointStatus.FAILED or self._host_alive(endpoint):
+            return endpoint
+        here = endpoint.machine == socket.gethostname()
+        if endpoint.status == EndpointStatus.DELETING:
+            LocalEndpoint.objects.filter(
+                pk=endpoint.pk, generation=endpoint.generation, status=EndpointStatus.DELETING
+            ).delete()
+            if here:
+                shutil.rmtree(endpoint_root(endpoint), ignore_errors=True)
+            return LocalEndpoint.objects.filter(pk=endpoint.pk).first()
+        # Creating or InService with no host: a new generation takes over (exactly one caller
+        # wins the update; a late host of the old generation can no longer claim the row).
+        moved = (
+            LocalEndpoint.objects.filter(pk=endpoint.pk, generation=endpoint.generation, status__in=SERVING)
+            .exclude(status=EndpointStatus.FAILED)
+            .update(
+                generation=endpoint.generation + 1,
+                host="",
+                heartbeat=None,
+                port=None,
+                server_pid=None,
+                launched_at=now(),
+                machine=socket.gethostname(),
+            )
+        )
+        fresh = LocalEndpoint.objects.filter(pk=endpoint.pk).first()
+        if moved and fresh is not None:
+            log.warning(
+                "endpoint %s: its host process (%s) is gone; starting generation %d",
+                fresh.name,
+                endpoint.host or "never started",
+                fresh.generation,
+            )
+            self._launch(fresh)
+        return fresh
+
+    @staticmethod
+    def _endpoint(operation: str, name: str, for_update: bool = False) -> LocalEndpoint:
+        rows = LocalEndpoint.objects.select_for_update() if for_update else LocalEndpoint.objects
+        try:
+            return rows.get(key=name.lower())
+        except LocalEndpoint.DoesNotExist:
+            raise _could_not_find(operation, "endpoint", "endpoint", name) from None
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod

@@ -77,3 +77,113 @@ class LocalLogEvent(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="local_log_event_seq")]
+
+
+# -- endpoints -------------------------------------------------------------------------------
+#
+# A model and an endpoint config are plain records of their requests. An endpoint keeps a
+# copy of both as they were when it was created (as SageMaker does: deleting the config or
+# the model later does not touch a running endpoint), and is served by one detached "host"
+# process (``endpoint_host.py``) that runs the container's ``serve`` in the sandbox.
+#
+# Endpoint status (``EndpointStatus``)::
+#
+#     Creating ──▶ InService ──▶ Deleting ──▶ (row deleted)
+#         │            │
+#         └──▶ Failed ◀┘ (the model server never passed /ping, or could not come back)
+#     Creating, InService, Failed ──▶ Deleting (DeleteEndpoint)
+#
+# Ownership: ``generation`` counts host processes started for the endpoint; a host acts on the
+# row only while the row still has its generation and its ``host`` identity, so a replaced
+# host can never write over its successor. ``LocalBackend.reattach_endpoints`` starts a new
+# generation for an endpoint that should be serving but whose host is gone.
+
+
+class EndpointStatus(models.TextChoices):
+    CREATING = "Creating"
+    IN_SERVICE = "InService"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+#: Endpoints that need a live host process.
+SERVING = (EndpointStatus.CREATING, EndpointStatus.IN_SERVICE)
+
+
+class LocalModel(models.Model):
+    """``CreateModel``: the request as received (after validation)."""
+
+    name = models.CharField(max_length=63)
+    key = models.CharField(max_length=63, unique=True)  # the name in lower case
+    arn = models.CharField(max_length=256)
+    request = models.JSONField()
+    creation_time = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LocalEndpointConfig(models.Model):
+    """``CreateEndpointConfig``: the request as received (after validation)."""
+
+    name = models.CharField(max_length=63)
+    key = models.CharField(max_length=63, unique=True)
+    arn = models.CharField(max_length=256)
+    request = models.JSONField()
+    creation_time = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LocalEndpoint(models.Model):
+    name = models.CharField(max_length=63)
+    key = models.CharField(max_length=63, unique=True)
+    arn = models.CharField(max_length=256)
+    #: Names this endpoint's folder (``<ANYJOB_LOCAL_ROOT>/_endpoints/<key>-<uid>``), so a
+    #: new endpoint of the same name never shares a folder with one still being removed.
+    uid = models.CharField(max_length=32)
+    #: The CreateEndpoint request, and copies of its config's and model's requests.
+    request = models.JSONField()
+    config = models.JSONField()
+    model = models.JSONField()
+    status = models.CharField(max_length=16, choices=EndpointStatus.choices, default=EndpointStatus.CREATING)
+    failure_reason = models.TextField(blank=True)
+    creation_time = models.DateTimeField()
+    last_modified_time = models.DateTimeField()
+    #: Host processes started so far; the current one owns the row (see above).
+    generation = models.PositiveIntegerField(default=1)
+    #: When the current generation's host was launched.
+    launched_at = models.DateTimeField(null=True, blank=True)
+    #: "machine:pid" of the host process once it has claimed the row, and its machine.
+    host = models.CharField(max_length=128, blank=True)
+    machine = models.CharField(max_length=128, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    #: Where the model server listens on 127.0.0.1 while it answers /ping; None otherwise.
+    port = models.PositiveIntegerField(null=True, blank=True)
+    #: Host pid of the model server's main process (the container's ``python``), for diagnostics.
+    server_pid = models.PositiveIntegerField(null=True, blank=True)
+    #: Facts about how the endpoint runs (e.g. no sandbox) that the service's shape cannot carry.
+    notes = models.JSONField(default=list)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "heartbeat"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class LocalEndpointLogEvent(models.Model):
+    """One line of an endpoint's log (``LocalLogEvent``'s shape); ``seq`` orders them."""
+
+    endpoint = models.ForeignKey(LocalEndpoint, on_delete=models.CASCADE, related_name="log_events")
+    seq = models.BigIntegerField()
+    stream = models.CharField(max_length=128)
+    timestamp = models.BigIntegerField()  # ms since the epoch
+    ingestion_time = models.BigIntegerField()
+    message = models.TextField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "seq"], name="local_endpoint_log_event_seq")
+        ]

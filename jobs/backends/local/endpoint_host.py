@@ -1,0 +1,731 @@
+"""One local endpoint's host process: the container's ``serve``, sandboxed, kept serving.
+
+``python -m jobs.backends.local.endpoint_host [--detach] PLAN_FILE`` — started by
+``LocalBackend.create_endpoint`` (and by ``reattach_endpoints`` when an endpoint's host is
+gone), which writes the plan (the endpoint's model and the settings this process needs) into
+the endpoint's folder. ``--detach`` forks into its own session, so the endpoint outlives the
+web or worker process that created it and a restart of those never touches it.
+
+What it does, as SageMaker's hosting does for one instance:
+
+1. Takes the endpoint folder's lock (``host.lock``, held until this process dies: on this
+   machine, "the lock is free" means "no host", which is how ``reattach_endpoints`` tells a
+   dead host at once), then claims the row for its ``generation``; losing either ends it.
+2. Downloads the model's ``ModelDataUrl`` (``s3://`` or ``file://``, via ``jobs.storage``)
+   and unpacks it into ``ml/model`` (``/opt/ml/model`` inside), refusing hostile archives
+   whole: absolute names, ``..``, links leaving the folder, device files.
+3. Starts ``python -m anyjob_container serve`` from the image environment in the bubblewrap
+   sandbox, with the model's ``PrimaryContainer.Environment`` (``SAGEMAKER_PROGRAM``,
+   ``SAGEMAKER_SUBMIT_DIRECTORY``: the container fetches the code itself) plus
+   ``SAGEMAKER_BIND_TO_PORT`` = a free port and ``ANYJOB_BIND_HOST=127.0.0.1``. The sandbox
+   shares the machine's network namespace (the server must be reachable on 127.0.0.1), and
+   the server dies with this process (bubblewrap's ``--die-with-parent``): never orphaned.
+   Its output becomes the endpoint's log (stream ``AllTraffic/i-…``).
+4. Polls ``GET /ping``: 200 → ``InService`` with the port recorded; 500 → ``Failed`` at once
+   with the container's one-line reason (``ModelLoadError: …``, ``ImportModuleError: …``:
+   the container answers so only when the model can never load); no 200 within
+   ``ANYJOB_LOCAL_ENDPOINT_STARTUP_SECONDS`` or the server exiting first → ``Failed``. Each
+   reason ends with the server's last log lines.
+5. Heartbeats, and watches the row: ``Deleting`` (``DeleteEndpoint``) → SIGTERM to the
+   server (gunicorn lets the requests in flight finish), SIGKILL after the grace period,
+   then the row and the folder are removed. A row that vanished or was taken over by a
+   newer generation → the server is stopped the same way, and the row left alone. A server
+   that dies while in service is restarted (with backoff); the endpoint stays ``InService``
+   with no port meanwhile (invocations get ``ServiceUnavailable``).
+
+No Django before the lock is taken: the plan holds what the first steps need.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import http.client
+import json
+import logging
+import os
+import posixpath
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.backends.local.executor import AWS_PASSTHROUGH, FAILURE_REASON_MAX, MAX_LINE, detach
+
+log = logging.getLogger("anyjob.local.endpoint")
+
+LOCK_FILE = "host.lock"
+PLAN_FILE = "plan.json"
+#: How long a starting host waits for the lock (a prober holds it for microseconds).
+LOCK_WAIT_SECONDS = 2.0
+#: How often the row is read (and at most how long a DeleteEndpoint waits to be noticed).
+WATCH_SECONDS = 0.25
+PING_TIMEOUT = 2.0  # the contract: /ping answers within 2 s
+TAIL_LINES = 15  # the server's last log lines quoted in FailureReason
+FLUSH_SECONDS = 0.5
+FLUSH_LINES = 500
+PORT_ATTEMPTS = 3  # a free port taken by someone else between our check and the bind
+RESTART_BACKOFF_MAX = 30.0
+PORT_TAKEN = (
+    "The model server could not listen on 127.0.0.1: every free port it was given was taken meanwhile."
+)
+#: Limits for model.tar.gz once unpacked (model archives may be large, but not unbounded).
+MODEL_MAX_MEMBERS = 200_000
+MODEL_MAX_BYTES = 200 * 1024**3
+
+
+class ModelDataError(Exception):
+    """The model data could not be fetched or unpacked: ``str()`` is the FailureReason."""
+
+
+# -- the lock: "is a host alive for this endpoint on this machine?" ------------------------------
+
+
+def lock_is_held(root: Path) -> bool:
+    """Whether a live process on this machine holds the endpoint folder's host lock.
+
+    Exact and immediate (the kernel drops a dead process's ``flock``), unlike a heartbeat.
+    """
+    try:
+        fd = os.open(Path(root) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no folder or no lock file: no host ever ran here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases our shared lock, if we got it
+    return False
+
+
+def take_lock(root: Path, wait: float = LOCK_WAIT_SECONDS) -> int | None:
+    """The lock's fd, held exclusively (inherited across ``detach``), or None if a live host
+    holds it. The server is started with ``close_fds``, so it never holds it."""
+    fd = os.open(Path(root) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
+
+
+# -- the model archive ----------------------------------------------------------------------------
+
+
+def _member_problem(member: tarfile.TarInfo) -> str | None:
+    name = member.name
+    while name.startswith("./"):
+        name = name[2:]
+    if name.startswith("/"):
+        return f"member {member.name!r} has an absolute path"
+    if ".." in name.split("/"):
+        return f"member {member.name!r} would land outside the model folder"
+    if member.issym() or member.islnk():
+        target = member.linkname
+        if target.startswith("/"):
+            return f"link {member.name!r} points to the absolute path {target!r}"
+        base = posixpath.dirname(name) if member.issym() else ""
+        resolved = posixpath.normpath(posixpath.join(base, target))
+        if resolved == ".." or resolved.startswith("../"):
+            return f"link {member.name!r} points outside the model folder ({target!r})"
+    elif not (member.isreg() or member.isdir()):
+        return f"member {member.name!r} is a device file or FIFO"
+    return None
+
+
+def extract_model(archive: Path, dest: Path, shown_as: str) -> int:
+    """Check every member of ``archive`` (a .tar.gz), then unpack it into ``dest``; returns
+    the number of members. Raises ``ModelDataError`` (nothing written) for a hostile or
+    unreadable archive."""
+    refused = (
+        f'ClientError: Failed to extract model data archive from URL "{shown_as}". '
+        "Please ensure that the object located at the URL is a valid tar.gz archive"
+    )
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            while (member := tar.next()) is not None:
+                problem = _member_problem(member)
+                if problem:
+                    raise ModelDataError(f"{refused}: {problem}; refusing the archive")
+                total += member.size if member.isreg() else 0
+                if len(members) >= MODEL_MAX_MEMBERS or total > MODEL_MAX_BYTES:
+                    raise ModelDataError(
+                        f"{refused}: it holds more than {MODEL_MAX_MEMBERS} members or "
+                        f"{MODEL_MAX_BYTES} bytes; refusing the archive"
+                    )
+                members.append(member)
+            # The stdlib's "data" filter refuses the same things again, and drops odd modes.
+            tar.extractall(dest, members=members, filter="data")
+    except ModelDataError:
+        raise
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ModelDataError(f"{refused}: {exc}") from None
+    return len(members)
+
+
+# -- small helpers --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ping(port: int) -> tuple[int | None, bytes]:
+    """``GET /ping``: (status, body), or (None, b"") when nothing answers (yet)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PING_TIMEOUT)
+    try:
+        conn.request("GET", "/ping")
+        response = conn.getresponse()
+        return response.status, response.read(4096)
+    except (OSError, http.client.HTTPException):
+        return None, b""
+    finally:
+        conn.close()
+
+
+def ping_reason(body: bytes) -> str:
+    """The container's one-line reason from a /ping answer (``{"error": "..."}``)."""
+    text = body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(json.loads(text)["error"])
+    return text or "no reason given"
+
+
+def failure(reason: str, tail: list[str]) -> str:
+    """``reason`` then the last log lines, within FailureReason's 1,024 characters (the
+    reason is kept whole; the oldest lines go first)."""
+    reason = reason[:FAILURE_REASON_MAX]
+    lines = [line[-300:] for line in tail if line.strip()]
+    while lines:
+        text = f"{reason} Last log lines:\n" + "\n".join(lines)
+        if len(text) <= FAILURE_REASON_MAX:
+            return text
+        lines.pop(0)
+    return reason
+
+
+class EndpointLog:
+    """The server's output (and the host's own remarks) as the endpoint's log events: kept
+    in memory until the row is ``attach``-ed, then written in batches by the main thread,
+    bounded to the newest ``max_events``. ``tail`` keeps the current server's last lines."""
+
+    def __init__(self, stream: str, max_events: int) -> None:
+        self.endpoint_id: int | None = None
+        self.stream = stream
+        self.max_events = max_events
+        self.pending: list[tuple[int, str]] = []
+        self.seq = 0
+        self.lock = threading.Lock()
+        self.last_flush = time.monotonic()
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def attach(self, endpoint_id: int) -> None:
+        from django.db.models import Max
+
+        from jobs.backends.local.models import LocalEndpointLogEvent
+
+        # A restarted host continues the log where the previous one stopped.
+        last = LocalEndpointLogEvent.objects.filter(endpoint_id=endpoint_id).aggregate(m=Max("seq"))["m"]
+        self.seq = last or 0
+        self.endpoint_id = endpoint_id
+        self.flush()
+
+    def add(self, line: str) -> None:
+        if len(line) > MAX_LINE:
+            line = line[:MAX_LINE] + " [... line cut by anyjob ...]"
+        with self.lock:
+            self.pending.append((int(time.time() * 1000), line))
+            self.tail.append(line)
+
+    def pump(self, stream: Any, ended: threading.Event) -> None:
+        """Read the server's output until it closes (a thread of its own; no database)."""
+        try:
+            for raw in iter(stream.readline, b""):
+                self.add(raw.decode("utf-8", "replace").rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            ended.set()
+
+    def flush_if_due(self) -> None:
+        if self.pending and (
+            len(self.pending) >= FLUSH_LINES or time.monotonic() - self.last_flush > FLUSH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.endpoint_id is None:
+            return
+        from jobs.backends.local.models import LocalEndpointLogEvent
+
+        with self.lock:
+            batch, self.pending = self.pending, []
+        self.last_flush = time.monotonic()
+        if not batch:
+            return
+        ingested = int(time.time() * 1000)
+        events = []
+        for stamp, message in batch:
+            self.seq += 1
+            events.append(
+                LocalEndpointLogEvent(
+                    endpoint_id=self.endpoint_id,
+                    seq=self.seq,
+                    stream=self.stream,
+                    timestamp=stamp,
+                    ingestion_time=ingested,
+                    message=message,
+                )
+            )
+        LocalEndpointLogEvent.objects.bulk_create(events, batch_size=500)
+        if self.seq > self.max_events:
+            LocalEndpointLogEvent.objects.filter(
+                endpoint_id=self.endpoint_id, seq__lte=self.seq - self.max_events
+            ).delete()
+
+
+# -- the host ---------------------------------------------------------------------------------------
+
+
+class Lost(Exception):
+    """The row is gone or belongs to a newer host: stop at once, touch nothing."""
+
+
+class Host:
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.name: str = plan["name"]
+        self.key: str = plan["key"]
+        self.generation: int = plan["generation"]
+        self.root = Path(plan["root"])
+        self.ml = self.root / "ml"
+        self.container: dict[str, Any] = plan["model"].get("PrimaryContainer") or {}
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.stop_requested = threading.Event()
+        self.proc: Any = None
+        self.pump_ended = threading.Event()
+        self.endpoint_id: int | None = None
+        self.notes: list[str] = []
+        if plan["model"].get("EnableNetworkIsolation"):
+            self.notes.append(
+                "EnableNetworkIsolation is not applied locally: the model server shares the machine's "
+                "network, so that it can be reached on 127.0.0.1"
+            )
+        self.variant: str = plan["variant"]
+        self.logs = EndpointLog(f"{self.variant}/i-{secrets.token_hex(9)[:17]}", plan["max_log_events"])
+        self._next_watch = 0.0
+        self.lost = threading.Event()
+        self.done = threading.Event()
+
+    # -- the row ------------------------------------------------------------------------------
+    def _mine(self) -> Any:
+        from jobs.backends.local.models import LocalEndpoint
+
+        return LocalEndpoint.objects.filter(key=self.key, generation=self.generation, host=self.identity)
+
+    def claim(self) -> bool:
+        """Take the row for this generation; False if it is gone or a newer host has it."""
+        from django.utils.timezone import now
+
+        from jobs.backends.local.models import EndpointStatus, LocalEndpoint
+
+        rows = LocalEndpoint.objects.filter(key=self.key, generation=self.generation).exclude(
+            status=EndpointStatus.FAILED
+        )
+        taken = rows.update(host=self.identity, machine=socket.gethostname(), heartbeat=now())
+        if taken != 1:
+            return False
+        self.endpoint_id = rows.values_list("pk", flat=True).first()
+        return self.endpoint_id is not None
+
+    def heartbeat(self) -> None:
+        """A thread: the heartbeat, also while the main thread downloads a large model."""
+        from django.db import connection
+        from django.utils.timezone import now
+
+        try:
+            while not self.done.wait(self.plan["heartbeat_seconds"]):
+                try:
+                    if not self._mine().update(heartbeat=now()):
+                        self.lost.set()  # the row is gone or a newer host has it
+                        return
+                except Exception:  # the database is busy or away for a moment: try again
+                    log.exception("endpoint %s: heartbeat failed", self.name)
+        finally:
+            connection.close()
+
+    def watch(self, force: bool = False) -> str:
+        """The row's status when due ("deleting" or ""). Raises ``Lost``."""
+        from jobs.backends.local.models import EndpointStatus
+
+        if self.lost.is_set():
+            raise Lost
+        clock = time.monotonic()
+        if not force and clock < self._next_watch:
+            return ""
+        self._next_watch = clock + min(WATCH_SECONDS, self.plan["heartbeat_seconds"])
+        status = self._mine().values_list("status", flat=True).first()
+        if status is None:
+            raise Lost
+        return "deleting" if status == EndpointStatus.DELETING else ""
+
+    def set_ready(self, port: int, server_pid: int | None) -> None:
+        from django.db import transaction
+        from django.utils.timezone import now
+
+        from jobs.backends.local.models import SERVING, EndpointStatus
+
+        with transaction.atomic():
+            row = self._mine().select_for_update().first()
+            if row is None:
+                raise Lost
+            if row.status not in SERVING:
+                return  # Deleting meanwhile: the next watch() sees it
+            if row.status != EndpointStatus.IN_SERVICE:
+                row.status = EndpointStatus.IN_SERVICE
+                row.last_modified_time = now()
+            row.port, row.server_pid = port, server_pid
+            row.notes = self.notes
+            row.save(update_fields=["status", "last_modified_time", "port", "server_pid", "notes"])
+
+    def set_unavailable(self) -> None:
+        self._mine().update(port=None, server_pid=None)
+
+    def fail(self, reason: str) -> None:
+        from django.utils.timezone import now
+
+        from jobs.backends.local.models import SERVING, EndpointStatus
+
+        log.warning("endpoint %s failed: %s", self.name, reason)
+        self._mine().filter(status__in=SERVING).update(
+            status=EndpointStatus.FAILED,
+            failure_reason=reason[:FAILURE_REASON_MAX],
+            port=None,
+            server_pid=None,
+            last_modified_time=now(),
+            notes=self.notes,
+        )
+
+    def leave(self) -> bool:
+        """Give the row up on the way out; a ``Deleting`` row is removed. True if removed."""
+        from django.db import transaction
+
+        from jobs.backends.local.models import EndpointStatus
+
+        with transaction.atomic():
+            row = self._mine().select_for_update().first()
+            if row is None:
+                return False
+            if row.status == EndpointStatus.DELETING:
+                row.delete()
+                return True
+            # launched_at cleared: no host is on its way either (see LocalBackend._host_alive).
+            row.host, row.heartbeat, row.launched_at, row.port, row.server_pid = "", None, None, None, None
+            row.save(update_fields=["host", "heartbeat", "launched_at", "port", "server_pid"])
+        return False
+
+    # -- the model server --------------------------------------------------------------------------
+    def prepare_model(self) -> None:
+        """A fresh ``ml/`` with the model data unpacked into ``ml/model``."""
+        from jobs import storage
+
+        shutil.rmtree(self.ml, ignore_errors=True)
+        for sub in ("model", "code"):
+            (self.ml / sub).mkdir(parents=True)
+        url = self.container.get("ModelDataUrl")
+        if not url:
+            self.logs.add("anyjob: the model has no ModelDataUrl: /opt/ml/model is empty")
+            return
+        archive = self.root / "model.tar.gz"
+        started = time.monotonic()
+        try:
+            storage.download_file(url, archive)
+        except (storage.StorageError, OSError) as exc:
+            reason = f'ClientError: Failed to download model data from URL "{url}": {exc}'
+            raise ModelDataError(reason) from None
+        try:
+            count = extract_model(archive, self.ml / "model", url)
+        finally:
+            archive.unlink(missing_ok=True)
+        self.logs.add(
+            f"anyjob: model data from {url} unpacked into /opt/ml/model "
+            f"({count} members, {time.monotonic() - started:.1f} s)"
+        )
+
+    def sandbox_spec(self, python: Path, port: int) -> Any:
+        from jobs import storage
+        from jobs.backends.local import image, sandbox
+
+        env = {**image.IMAGE_ENV, **(self.container.get("Environment") or {})}
+        env["SAGEMAKER_BIND_TO_PORT"] = str(port)
+        env["ANYJOB_BIND_HOST"] = "127.0.0.1"
+        env.setdefault("SAGEMAKER_REGION", self.plan["region"])
+        env["ANYJOB_STOP_GRACE_SECONDS"] = f"{self.plan['stop_grace_seconds']:g}"
+        # The execution role's credentials, so the container can fetch s3:// code.
+        env.update({k: v for k, v in os.environ.items() if AWS_PASSTHROUGH.fullmatch(k)})
+        expose = list(image.runtime_paths(python))
+        code = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        if code.startswith("file://"):
+            expose.append(storage.parse(code).path)
+        elif code.startswith("/") and not (code == sandbox.ML or code.startswith(sandbox.ML + "/")):
+            expose.append(Path(code))
+        return sandbox.Sandbox(
+            job_dir=self.ml,
+            argv=[str(python), "-m", "anyjob_container", "serve"],
+            env=env,
+            network=True,  # the server must be reachable on the machine's 127.0.0.1
+            hide=[Path(p) for p in self.plan["hide"]],
+            expose_ro=expose,
+            scratch_dir=self.root / "tmp",
+        )
+
+    def start_server(self, python: Path) -> int:
+        from jobs.backends.local import sandbox
+
+        port = free_port()
+        self.pump_ended = threading.Event()
+        self.logs.tail.clear()
+        self.proc = sandbox.SandboxedProcess.start(
+            self.sandbox_spec(python, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        if not self.proc.isolated and self.proc.note not in self.notes:
+            self.notes.append(self.proc.note)
+            self.logs.add(f"anyjob: {self.proc.note}")
+        threading.Thread(
+            target=self.logs.pump, args=(self.proc.stdout, self.pump_ended), name="log-pump", daemon=True
+        ).start()
+        log.info("endpoint %s: model server starting on 127.0.0.1:%d", self.name, port)
+        return port
+
+    def stop_server(self, graceful: bool = True) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            if graceful:
+                proc.terminate()  # gunicorn finishes the requests in flight, then exits 0
+                if proc.wait(timeout=self.plan["stop_grace_seconds"]) is None:
+                    log.warning("endpoint %s: the model server ignored SIGTERM; killing it", self.name)
+                    proc.kill()
+            else:
+                proc.kill()
+        proc.wait(timeout=30)
+        self.pump_ended.wait(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def wait_until_ready(self, port: int) -> tuple[str, str]:
+        """Until /ping says 200: ("ready", "") or ("failed", reason), ("exited", reason),
+        ("port", reason) (someone else took the port), ("deleting", ""), ("stop", "").
+        Raises ``Lost``."""
+        limit = self.plan["startup_seconds"]
+        deadline = time.monotonic() + limit
+        pause = 0.05
+        last = "it never answered"
+        while True:
+            self.logs.flush_if_due()
+            if self.watch():
+                return "deleting", ""
+            if self.stop_requested.is_set():
+                return "stop", ""
+            code = self.proc.poll()
+            if code is not None:
+                self.pump_ended.wait(timeout=5)
+                if any("Connection in use" in line for line in self.logs.tail):
+                    return "port", PORT_TAKEN
+                return "exited", (
+                    f"The primary container for production variant {self.variant} exited with code {code} "
+                    "before it passed the ping health check."
+                )
+            status, body = ping(port)
+            if status == 200:
+                return "ready", ""
+            if status == 500:
+                # The container answers 500 only when the model can never load (the code
+                # could not be fetched or imported, model_fn raised): no use waiting.
+                return "failed", (
+                    f"{ping_reason(body)} (the primary container for production variant {self.variant} "
+                    "did not pass the ping health check)."
+                )
+            if status is not None:
+                last = f"it last answered {status}: {ping_reason(body)}"
+            if any("Connection in use" in line for line in self.logs.tail):
+                return "port", PORT_TAKEN
+            if time.monotonic() >= deadline:
+                return "failed", (
+                    f"The primary container for production variant {self.variant} did not pass the ping "
+                    f"health check within {limit:g} seconds ({last})."
+                )
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+    def supervise(self) -> tuple[str, str]:
+        """While in service: ("deleting", ""), ("stop", ""), ("exited", reason). Raises ``Lost``."""
+        while True:
+            self.logs.flush_if_due()
+            if self.watch():
+                return "deleting", ""
+            if self.stop_requested.is_set():
+                return "stop", ""
+            code = self.proc.poll()
+            if code is not None:
+                return "exited", f"the model server exited with code {code}"
+            time.sleep(0.1)
+
+    # -- the whole life -----------------------------------------------------------------------------
+    def run(self) -> int:
+        os.environ["DJANGO_SETTINGS_MODULE"] = self.plan["django_settings"]
+        import django
+
+        django.setup()
+        if not self.claim():
+            log.info("endpoint %s: generation %d is not current; nothing to do", self.name, self.generation)
+            return 0
+        self.logs.attach(self.endpoint_id)
+        for note in self.notes:
+            self.logs.add(f"anyjob: {note}")
+        if self.generation > 1:
+            self.logs.add(
+                f"anyjob: the endpoint's previous host process stopped; this one ({self.identity}, "
+                f"generation {self.generation}) starts the model server again"
+            )
+        beat = threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        removed = False
+        try:
+            self.serve()
+        except Lost:
+            log.warning("endpoint %s: its record is gone or no longer ours; stopping", self.name)
+            self.stop_server()  # gracefully still: requests in flight get their answers
+            return 0
+        except Exception as exc:  # a bug of ours or a fault of the machine: say so on the endpoint
+            log.exception("endpoint %s: internal error", self.name)
+            self.stop_server(graceful=False)
+            with contextlib.suppress(Exception):
+                self.fail(f"InternalServerError: {type(exc).__name__}: {exc}")
+        finally:
+            self.done.set()
+            beat.join(timeout=5)
+            with contextlib.suppress(Exception):
+                self.logs.flush()
+            with contextlib.suppress(Exception):
+                removed = self.leave()
+            if removed:
+                shutil.rmtree(self.root, ignore_errors=True)
+        return 0
+
+    def serve(self) -> None:
+        from jobs.backends.local import image
+
+        if self.watch(force=True):
+            return  # deleted before it started: leave() removes the row
+        try:
+            self.prepare_model()
+        except ModelDataError as exc:
+            self.fail(str(exc))
+            return
+        try:
+            python = image.ensure_image_env(Path(self.plan["image_env_root"]))
+        except image.ImageEnvError as exc:
+            self.fail(f"InternalServerError: {exc}")
+            return
+        restarts = 0
+        while True:
+            served = False  # whether this server passed /ping
+            for _attempt in range(PORT_ATTEMPTS):
+                port = self.start_server(python)
+                outcome, reason = self.wait_until_ready(port)
+                if outcome != "port":
+                    break
+                self.logs.add(f"anyjob: port {port} was taken meanwhile; trying another")
+                self.stop_server(graceful=False)
+            if outcome == "ready":
+                server_pid = self.proc.payload_pid(timeout=2.0)
+                self.logs.flush()  # InService shows a log that says how it got there
+                self.set_ready(port, server_pid)
+                log.info("endpoint %s: in service on 127.0.0.1:%d", self.name, port)
+                served = True
+                outcome, reason = self.supervise()
+            if outcome in ("deleting", "stop"):
+                self.stop_server()
+                return
+            # The server failed to start, or died: the reason, with its last words.
+            self.stop_server(graceful=False)
+            self.logs.flush()
+            if outcome == "exited" and served and self.watch(force=True) == "":
+                # It was serving: bring it back (SageMaker replaces a failed instance).
+                restarts += 1
+                delay = min(RESTART_BACKOFF_MAX, 2.0 ** (restarts - 1))
+                self.logs.add(f"anyjob: {reason}; restarting it in {delay:g} s")
+                self.set_unavailable()
+                resume = time.monotonic() + delay
+                while time.monotonic() < resume:
+                    if self.stop_requested.wait(WATCH_SECONDS) or self.watch():
+                        return  # stopped, or deleted meanwhile (leave() removes the row)
+                continue
+            self.fail(failure(reason, list(self.logs.tail)))
+            return
+
+    def cleanup(self) -> None:
+        self.stop_server(graceful=False)
+        if not os.environ.get("ANYJOB_LOCAL_KEEP_JOB_DIRS"):
+            shutil.rmtree(self.ml, ignore_errors=True)
+            shutil.rmtree(self.root / "tmp", ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if a != "--detach"]
+    if len(args) != 1:
+        print("usage: python -m jobs.backends.local.endpoint_host [--detach] PLAN_FILE", file=sys.stderr)
+        return 2
+    plan_file = Path(args[0])
+    plan = json.loads(plan_file.read_text())
+    root = Path(plan["root"])
+    # Before detaching, so the caller returns only once the host is alive by the lock's measure.
+    lock = take_lock(root)
+    if lock is None:
+        print(f"endpoint {plan['name']}: another host process serves it", file=sys.stderr)
+        return 0
+    if "--detach" in argv:
+        detach()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+    handler = logging.FileHandler(root / "host.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    host = Host(plan)
+
+    def stop(signum: int, frame: object) -> None:
+        host.stop_requested.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    try:
+        return host.run()
+    finally:
+        host.cleanup()
+        os.close(lock)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
