@@ -34,6 +34,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/submit_to_complete.py
 	$(BIN)/python bench/poll_cost.py
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/invoke_latency.py
 	$(BIN)/python bench/dashboard.py
 
 # Embedded Redis, one Celery worker + beat and the web server on 127.0.0.1:8000 (webapp/run.py).

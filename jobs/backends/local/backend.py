@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -312,6 +313,10 @@ _RUNTIME_ERROR_TYPES = {
 }
 _INVOKE = "InvokeEndpoint"
 #: What InvokeEndpoint reads of the endpoint's row (not the requests' copies).
+#: Where each endpoint listens, per process, for a second: an invocation then skips the
+#: database (the runtime path's overhead is benchmarked). Any connection error forgets it.
+ROUTE_CACHE_SECONDS = 1.0
+_routes: dict[str, tuple[float, int, str]] = {}
 _INVOKE_FIELDS = (
     "name",
     "key",
@@ -797,6 +802,7 @@ class LocalBackend(Backend):
     def delete_endpoint(self, name: str) -> None:
         op = "DeleteEndpoint"
         api_limits.check(op, {"EndpointName": name})
+        _routes.pop(name.lower(), None)
         with transaction.atomic():
             endpoint = self._endpoint(op, name, for_update=True)
             if endpoint.status != EndpointStatus.DELETING:
@@ -842,6 +848,52 @@ class LocalBackend(Backend):
         api_limits.check(_INVOKE, params)
         if isinstance(body, str):
             body = body.encode()
+        route = _routes.get(name.lower())
+        if route is not None and route[0] > time.monotonic():
+            _, port, variant = route
+        else:
+            port, variant = self._route(name)
+            _routes[name.lower()] = (time.monotonic() + ROUTE_CACHE_SECONDS, port, variant)
+        headers["Content-Length"] = str(len(body))
+        timeout = settings.ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS
+        for attempt in (1, 2):
+            conn = _connections.get(port, timeout)
+            reused = conn.sock is not None
+            try:
+                conn.request("POST", "/invocations", body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+                break
+            except TimeoutError:
+                _connections.drop(port)
+                _routes.pop(name.lower(), None)
+                raise _model_error(
+                    name,
+                    "Your invocation timed out while waiting for a response from container primary. "
+                    "Review the latency metrics for each container in Amazon CloudWatch, resolve the "
+                    f"issue, and try again. (anyjob: no answer within {timeout:g} s.)",
+                ) from None
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                _connections.drop(port)
+                _routes.pop(name.lower(), None)
+                if reused and attempt == 1:
+                    continue  # the server closed an idle kept-alive connection: once more, afresh
+                raise self._unreachable(name, port, exc) from None
+            except (OSError, http.client.HTTPException) as exc:
+                _connections.drop(port)
+                _routes.pop(name.lower(), None)
+                raise self._unreachable(name, port, exc) from None
+        if not 200 <= response.status < 300:
+            raise _container_error(name, response.status, answer)
+        return {
+            "Body": answer,
+            "ContentType": response.getheader("Content-Type") or "application/octet-stream",
+            "CustomAttributes": response.getheader(CUSTOM_ATTRIBUTES),
+            "InvokedProductionVariant": variant,
+        }
+
+    def _route(self, name: str) -> tuple[int, str]:
+        """Where an InService endpoint's server listens, and its variant (from the database)."""
         endpoint = LocalEndpoint.objects.only(*_INVOKE_FIELDS).filter(key=name.lower()).first()
         if endpoint is None:
             raise runtime_error("ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
@@ -858,41 +910,7 @@ class LocalBackend(Backend):
                 "ServiceUnavailable",
                 f"The model server of endpoint {name} is restarting; retry in a few seconds.",
             )
-        variant = variant_name(endpoint)
-        headers["Content-Length"] = str(len(body))
-        timeout = settings.ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS
-        for attempt in (1, 2):
-            conn = _connections.get(port, timeout)
-            reused = conn.sock is not None
-            try:
-                conn.request("POST", "/invocations", body=body, headers=headers)
-                response = conn.getresponse()
-                answer = response.read()
-                break
-            except TimeoutError:
-                _connections.drop(port)
-                raise _model_error(
-                    name,
-                    "Your invocation timed out while waiting for a response from container primary. "
-                    "Review the latency metrics for each container in Amazon CloudWatch, resolve the "
-                    f"issue, and try again. (anyjob: no answer within {timeout:g} s.)",
-                ) from None
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                _connections.drop(port)
-                if reused and attempt == 1:
-                    continue  # the server closed an idle kept-alive connection: once more, afresh
-                raise self._unreachable(name, port, exc) from None
-            except (OSError, http.client.HTTPException) as exc:
-                _connections.drop(port)
-                raise self._unreachable(name, port, exc) from None
-        if not 200 <= response.status < 300:
-            raise _container_error(name, response.status, answer)
-        return {
-            "Body": answer,
-            "ContentType": response.getheader("Content-Type") or "application/octet-stream",
-            "CustomAttributes": response.getheader(CUSTOM_ATTRIBUTES),
-            "InvokedProductionVariant": variant,
-        }
+        return port, variant_name(endpoint)
 
     def get_endpoint_logs(
         self, name: str, next_token: str | None = None, limit: int = 1000
