@@ -199,6 +199,21 @@ def as_s3_shaped(request: Mapping[str, Any]) -> dict[str, Any]:
     return shaped
 
 
+def _log_page(events: Any, next_token: str | None, limit: int) -> dict[str, Any]:
+    """A ``GetLogEvents`` page of ``events`` (a queryset of log events) after ``next_token``."""
+    after = -1
+    if next_token:
+        try:
+            after = int(next_token.removeprefix("f/"))
+        except ValueError:
+            raise client_error(
+                "GetLogEvents", "InvalidParameterException", "The specified nextToken is invalid."
+            ) from None
+    page = list(events.filter(seq__gt=after).order_by("seq")[: max(1, min(limit, 10_000))])
+    last = page[-1].seq if page else after
+    return {"events": [_event(e) for e in page], "nextForwardToken": f"f/{last}"}
+
+
 def _event(e: LocalLogEvent) -> dict[str, Any]:
     return {
         "logStreamName": e.stream,
@@ -679,19 +694,7 @@ class LocalBackend(Backend):
         self, name: str, next_token: str | None = None, limit: int = 1000
     ) -> dict[str, Any]:
         job = self._get("GetLogEvents", name)
-        after = -1
-        if next_token:
-            try:
-                after = int(next_token.removeprefix("f/"))
-            except ValueError:
-                raise client_error(
-                    "GetLogEvents", "InvalidParameterException", "The specified nextToken is invalid."
-                ) from None
-        events = list(
-            LocalLogEvent.objects.filter(job=job, seq__gt=after).order_by("seq")[: max(1, min(limit, 10_000))]
-        )
-        last = events[-1].seq if events else after
-        return {"events": [_event(e) for e in events], "nextForwardToken": f"f/{last}"}
+        return _log_page(LocalLogEvent.objects.filter(job=job), next_token, limit)
 
     def tail_training_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
         job = self._get("GetLogEvents", name)
@@ -916,21 +919,7 @@ class LocalBackend(Backend):
         self, name: str, next_token: str | None = None, limit: int = 1000
     ) -> dict[str, Any]:
         endpoint = self._endpoint("GetLogEvents", name)
-        after = -1
-        if next_token:
-            try:
-                after = int(next_token.removeprefix("f/"))
-            except ValueError:
-                raise client_error(
-                    "GetLogEvents", "InvalidParameterException", "The specified nextToken is invalid."
-                ) from None
-        events = list(
-            LocalEndpointLogEvent.objects.filter(endpoint=endpoint, seq__gt=after).order_by("seq")[
-                : max(1, min(limit, 10_000))
-            ]
-        )
-        last = events[-1].seq if events else after
-        return {"events": [_event(e) for e in events], "nextForwardToken": f"f/{last}"}
+        return _log_page(LocalEndpointLogEvent.objects.filter(endpoint=endpoint), next_token, limit)
 
     def reattach_endpoints(self) -> int:
         """Start a new host for every endpoint that should be serving (``Creating``,
