@@ -36,19 +36,26 @@ MAX_SHOWN_FILE = 16 * 1024**2
 
 
 class HistoryPaginator(Paginator):
-    """A paginator that skips ``COUNT(*)`` when the first page already holds every match (a
-    rare search term at 100,000 jobs costs one scan of the search index, not two)."""
+    """Reads the first page before counting: when it holds every match (a rare search term at
+    100,000 jobs), ``COUNT(*)`` is skipped, and otherwise its rows are reused for the page, so
+    a page costs at most the same number of queries whatever the history's size."""
 
     def __init__(self, object_list: Any, per_page: int) -> None:
         super().__init__(object_list, per_page)
         self._first: list[Any] | None = None
+        self._probe = False
+
+    def get_page(self, number: Any) -> Any:
+        self._probe = number in (None, "", "1", 1)
+        return super().get_page(number)
 
     @cached_property
     def count(self) -> int:
-        first = list(self.object_list[: self.per_page + 1])
-        if len(first) <= self.per_page:
-            self._first = first
-            return len(first)
+        if self._probe:
+            first = list(self.object_list[: self.per_page + 1])
+            self._first = first[: self.per_page]
+            if len(first) <= self.per_page:
+                return len(first)
         return super().count
 
     def page(self, number: Any) -> Any:

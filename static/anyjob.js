@@ -57,3 +57,18 @@
     if (follow && box && follow.checked) box.scrollTop = box.scrollHeight;
   });
 })();
+
+// The invocation body's JSON helper: pretty-print it, or say where it is not JSON.
+document.addEventListener("click", function (event) {
+  var button = event.target.closest("[data-format-json]");
+  if (!button) return;
+  event.preventDefault();
+  var area = document.getElementById(button.dataset.formatJson);
+  var out = document.getElementById(button.dataset.formatJson + "-json-error");
+  try {
+    area.value = JSON.stringify(JSON.parse(area.value), null, 2);
+    out.textContent = "";
+  } catch (e) {
+    out.textContent = "Not valid JSON: " + e.message;
+  }
+});

@@ -225,3 +225,24 @@ def test_a_search_with_few_matches_is_not_counted_separately(client, alice):
     assert response.context["page"].paginator.count == 3
     assert [j.name for j in response.context["page"]] == ["rare-2", "rare-1", "rare-0"]
     assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+
+
+def test_a_page_costs_the_same_queries_whatever_matches(client, alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.models import TrainingJob
+
+    TrainingJob.objects.bulk_create(
+        TrainingJob(owner=alice, name=f"many-{i:03d}", entry_point="t.py", search_text=f"many-{i:03d}")
+        for i in range(120)
+    )
+    client.force_login(alice)
+    counts = []
+    for url in ["/jobs/", "/jobs/?q=many", "/jobs/?q=many&page=2", "/jobs/?page=3"]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url)
+        assert response.status_code == 200
+        counts.append(len(queries))
+    assert counts == [5, 5, 5, 5]
+    assert len(response.context["page"]) == 20 and response.context["page"].paginator.count == 120

@@ -179,7 +179,12 @@ def test_deploy_a_model_and_keep_an_invocation_test(page: Page, stack, request) 
     shot(page, request, "in-service")
 
     # An invocation, saved as a test with an expectation; its answer and latency appear.
+    page.locator("#id_body").fill("[[1.0, 2.0], [3.0,")
+    page.get_by_role("button", name="Format JSON").click()
+    expect(page.locator("#id_body-json-error")).to_contain_text("Not valid JSON")
     page.locator("#id_body").fill("[[1.0, 2.0], [3.0, 4.0]]")
+    page.get_by_role("button", name="Format JSON").click()
+    expect(page.locator("#id_body")).to_have_value("[\n  [\n    1,\n    2\n  ],\n  [\n    3,\n    4\n  ]\n]")
     page.locator("details summary", has_text="Save as a test").click()
     page.locator("#id_save_as").fill("two rows")
     page.locator("#id_expect").select_option("status")
