@@ -32,6 +32,7 @@ os.environ.update(
         "ANYJOB_VAR_DIR": VAR,
         "ANYJOB_IMAGE_ENV_ROOT": str(REPO / "var" / "image"),
         "DJANGO_SECRET_KEY": "bench",
+        "ANYJOB_LOCAL_FILE_ROOTS": VAR,  # the bench's job outputs live in its own folder
     }
 )
 
