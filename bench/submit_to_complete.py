@@ -34,6 +34,7 @@ os.environ.update(
         "ANYJOB_IMAGE_ENV_ROOT": os.environ.get("ANYJOB_IMAGE_ENV_ROOT", str(REPO / "var" / "image")),
         "DJANGO_SECRET_KEY": "bench",
         "ANYJOB_LOCAL_HEARTBEAT_SECONDS": "0.2",
+        "ANYJOB_LOCAL_FILE_ROOTS": str(VAR),  # the baseline's code and outputs live in the bench's folder
     }
 )
 SCRIPT = b"print('hello from a trivial training job')\n"

@@ -366,6 +366,11 @@ def test_file_uris_outside_the_allowed_folders_are_refused(backend, code, output
     request = training_request(unique("peek"), code, "probe.py", secret)
     with pytest.raises(ClientError, match="AccessDenied"):
         backend.create_training_job(request)
+    # Nor can the code come from there (a plain path, as the container accepts it, too).
+    for source in (secret.as_uri(), str(secret)):
+        request = training_request(unique("peek"), source, "probe.py", output)
+        with pytest.raises(ClientError, match="AccessDenied"):
+            backend.create_training_job(request)
 
 
 def test_a_log_flood_is_kept_bounded(backend, code, output, settings) -> None:

@@ -109,6 +109,11 @@ def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 "needs the sagemaker backend.",
             )
         )
+    code = _decoded_hp((request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
+    if isinstance(code, str) and code and "://" not in code:
+        code = Path(code).absolute().as_uri()  # a plain path, as the container accepts it
+    if isinstance(code, str):
+        problems += _file_root_problems("HyperParameters.sagemaker_submit_directory", code)
     output = (request.get("OutputDataConfig") or {}).get("S3OutputPath", "")
     if not isinstance(output, str) or not output.startswith(("s3://", "file://")):
         problems.append(
@@ -145,6 +150,16 @@ def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         if isinstance(uri, str):
             problems += _file_root_problems(f"{where}.DataSource.S3DataSource.S3Uri", uri)
     return problems
+
+
+def _decoded_hp(raw: Any) -> Any:
+    """A hyperparameter as the container reads it: JSON (the SDK's encoding) or the raw string."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def _file_root_problems(path: str, uri: str) -> list[tuple[str, str, str]]:

@@ -532,6 +532,16 @@ class Host:
         if proc.stdout is not None:
             proc.stdout.close()
 
+    @property
+    def pings_needed(self) -> int:
+        """Consecutive 200s from /ping before InService: twice the server's worker count."""
+        env = self.container.get("Environment") or {}
+        try:
+            workers = int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or os.cpu_count() or 1)
+        except ValueError:
+            workers = os.cpu_count() or 1
+        return max(3, 2 * min(workers, 32))
+
     def wait_until_ready(self, port: int) -> tuple[str, str]:
         """Until /ping says 200: ("ready", "") or ("failed", reason), ("exited", reason),
         ("port", reason) (someone else took the port), ("deleting", ""), ("stop", "").
@@ -540,6 +550,7 @@ class Host:
         deadline = time.monotonic() + limit
         pause = 0.05
         last = "it never answered"
+        healthy = 0
         while True:
             self.logs.flush_if_due()
             if self.watch():
@@ -557,7 +568,15 @@ class Host:
                 )
             status, body = ping(port)
             if status == 200:
-                return "ready", ""
+                # Each server worker loads the model on its own: one 200 may come from a worker
+                # that is ready while another still loads. Ready when several pings in a row,
+                # each on a new connection (spread over the workers), all say 200.
+                healthy += 1
+                if healthy >= self.pings_needed:
+                    return "ready", ""
+                time.sleep(0.01)
+                continue
+            healthy = 0
             if status == 500:
                 # The container answers 500 only when the model can never load (the code
                 # could not be fetched or imported, model_fn raised): no use waiting.
