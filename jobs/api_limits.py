@@ -135,6 +135,12 @@ def check(operation: str, params: Mapping[str, Any]) -> None:
     raise validation_error(operation, problems)
 
 
+def entry_field(problem: Problem) -> str:
+    """For a problem of a map entry (``HyperParameters.lr``): ``"key"`` when the entry's name
+    breaks a rule, else ``"value"`` (AWS words the two apart: "Map keys"/"Map value")."""
+    return "key" if problem.aws_message and "Map keys must satisfy" in problem.aws_message else "value"
+
+
 def enum_values(shape_name: str, service: str = "sagemaker") -> list[str]:
     """The values an enum shape of the model allows, in the model's order."""
     return list(_model(service).shape(shape_name).enum_order)

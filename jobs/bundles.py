@@ -79,10 +79,10 @@ def uri_for(sha256: str, store: str) -> str:
 
 
 def store(bundle: Bundle, store_uri: str) -> str:
-    """Store ``bundle`` under ``store_uri`` (skipped when an object with the same sha256 is
-    already there); its URI."""
+    """Store ``bundle`` under ``store_uri``; its URI. The key is the sha256 and writes are
+    atomic, so an object already there is this bundle: the upload is skipped."""
     uri = uri_for(bundle.sha256, store_uri)
-    if storage.stored_sha256(uri) != bundle.sha256:
+    if not storage.exists(uri):
         storage.put_bytes(bundle.data, uri, sha256=bundle.sha256)
     return uri
 

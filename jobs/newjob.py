@@ -310,18 +310,21 @@ class NewJob:
             shaped = as_s3_shaped(request)
         except ImportError:  # pragma: no cover - the local backend is always installed
             shaped = request
-        problems = [(p.path, p.message) for p in api_limits.validate("CreateTrainingJob", shaped)]
-        problems += get_backend().preflight(request)
+        problems = [
+            (p.path, p.message, api_limits.entry_field(p))
+            for p in api_limits.validate("CreateTrainingJob", shaped)
+        ]
+        problems += [(path, message, "value") for path, message in get_backend().preflight(request)]
         rows = {
             "channels": [i for i, _ in self.channels.rows()],
             "tags": [i for i, _ in self.tags.rows()],
             "hp": {r["key"]: i for i, r in self.hyperparameters.rows()},
             "env": {r["key"]: i for i, r in self.environment.rows()},
         }
-        for path, message in problems:
-            self._place(path, message, rows)
+        for path, message, entry_field in problems:
+            self._place(path, message, rows, entry_field)
 
-    def _place(self, path: str, message: str, rows: dict[str, Any]) -> None:
+    def _place(self, path: str, message: str, rows: dict[str, Any], entry_field: str = "value") -> None:
         """Put one problem next to the field it is about."""
         if path in _FIELDS:
             self.form.add_error(_FIELDS[path], message)
@@ -342,8 +345,7 @@ class NewJob:
             if path.startswith(prefix + "."):
                 index = rows[key].get(path[len(prefix) + 1 :])
                 if index is not None:
-                    field_name = "key" if "name" in message.split("'", 1)[0].lower() else "value"
-                    table.forms[index].add_error(field_name, message)
+                    table.forms[index].add_error(entry_field, message)
                     return
         if path in ("InputDataConfig", "HyperParameters", "Environment", "Tags"):
             table = {

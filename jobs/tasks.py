@@ -14,6 +14,7 @@ change is an update-where on the status it expects (a row that moved on is left 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,13 +86,18 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, network)
 
 
-def _move(pk: int, frm: tuple[str, ...] | str, to: str, **fields: Any) -> bool:
-    """Update-where: set ``status=to`` (and ``fields``) only if the status is still ``frm``."""
+def move(model: Any, pk: int, frm: Sequence[str] | str, to: str, **fields: Any) -> bool:
+    """Update-where: set ``status=to`` (and ``fields``) on row ``pk`` of ``model`` only if its
+    status is still ``frm`` (one status or several); whether it moved."""
     statuses = (frm,) if isinstance(frm, str) else frm
-    updated = TrainingJob.objects.filter(pk=pk, status__in=statuses).update(
+    updated = model.objects.filter(pk=pk, status__in=statuses).update(
         status=to, updated_at=timezone.now(), **fields
     )
     return updated == 1
+
+
+def _move(pk: int, frm: Sequence[str] | str, to: str, **fields: Any) -> bool:
+    return move(TrainingJob, pk, frm, to, **fields)
 
 
 def enqueue_submit(job: TrainingJob) -> None:
@@ -144,7 +150,7 @@ def _stage_code(job: TrainingJob) -> str:
     """The job's own copy of its code bundle (``<store>/<job>/source/sourcedir.tar.gz``)."""
     store = settings.ANYJOB_ARTIFACT_STORE
     if job.source_sha256:
-        if storage.stored_sha256(bundles.uri_for(job.source_sha256, store)) is None:
+        if not storage.exists(bundles.uri_for(job.source_sha256, store)):
             raise ValueError(f"the code bundle {job.source_sha256[:12]} is missing: upload the code again")
         return bundles.stage_for_job(job.source_sha256, job.name, store)
     if not job.source_uri or not storage.exists(job.source_uri):

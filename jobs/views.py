@@ -91,8 +91,9 @@ def history(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/history.html", ctx)
 
 
-def _can_stop(user: Any, job: TrainingJob) -> bool:
-    return user.is_staff or job.owner_id == user.pk
+def may_change(user: Any, owner_id: int) -> bool:
+    """Stop, clone, resubmit, deploy, delete: the owner or staff (everyone sees everything)."""
+    return user.is_staff or user.pk == owner_id
 
 
 @login_required
@@ -120,14 +121,14 @@ def job_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 def _status_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
-    may_change = _can_stop(request.user, job)
+    allowed = may_change(request.user, job.owner_id)
     return {
         "job": job,
         "timeline": detail.timeline(job.transitions),
         "final": job.status in TrainingJob.FINAL,
-        "can_stop": may_change and job.status not in TrainingJob.FINAL,
-        "can_clone": may_change,
-        "can_resubmit": may_change and job.status == TrainingJob.Status.SUBMIT_FAILED,
+        "can_stop": allowed and job.status not in TrainingJob.FINAL,
+        "can_clone": allowed,
+        "can_resubmit": allowed and job.status == TrainingJob.Status.SUBMIT_FAILED,
     }
 
 
@@ -337,7 +338,7 @@ def preview(request: HttpRequest) -> HttpResponse:
 def clone(request: HttpRequest, name: str) -> HttpResponse:
     """A new-job form pre-filled from this job (owner or staff)."""
     job = get_object_or_404(TrainingJob, name=name)
-    if not _can_stop(request.user, job):
+    if not may_change(request.user, job.owner_id):
         raise PermissionDenied("Only the owner of a job (or staff) can clone it.")
     initial, rows = detail.clone_initial(job)
     page = newjob.NewJob(initial=initial, rows=rows)
@@ -361,7 +362,7 @@ def import_history(request: HttpRequest) -> HttpResponse:
 def resubmit(request: HttpRequest, name: str) -> HttpResponse:
     """Send a job the backend refused again (owner or staff)."""
     job = get_object_or_404(TrainingJob, name=name)
-    if not _can_stop(request.user, job):
+    if not may_change(request.user, job.owner_id):
         raise PermissionDenied("Only the owner of a job (or staff) can resubmit it.")
     if job.status == TrainingJob.Status.SUBMIT_FAILED:
         enqueue_submit(job)
@@ -374,7 +375,7 @@ def resubmit(request: HttpRequest, name: str) -> HttpResponse:
 def stop(request: HttpRequest, name: str) -> HttpResponse:
     """GET asks to confirm; POST sends ``stop_job`` (owner or staff only)."""
     job = get_object_or_404(TrainingJob, name=name)
-    if not _can_stop(request.user, job):
+    if not may_change(request.user, job.owner_id):
         raise PermissionDenied
     if request.method == "POST":
         if job.status not in TrainingJob.FINAL:

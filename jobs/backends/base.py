@@ -59,17 +59,11 @@ class Backend:
     def tail_training_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
         """The last ``lines`` events of the job's log, the token to follow from, and whether
         older events exist. This default reads the whole log; backends override it."""
-        tail: deque[dict[str, Any]] = deque(maxlen=lines)
-        token: str | None = None
-        seen = 0
-        while True:
-            page = self.get_training_logs(name, token, 10_000)
-            events = page.get("events", [])
-            tail.extend(events)
-            seen += len(events)
-            token = page.get("nextForwardToken") or token
-            if not events:
-                return list(tail), token, seen > len(tail)
+        return _tail(self.get_training_logs, name, lines)
+
+    def tail_endpoint_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        """``tail_training_logs`` for an endpoint's log."""
+        return _tail(self.get_endpoint_logs, name, lines)
 
     def check_inputs(self, request: Mapping[str, Any]) -> None:
         """Called by the worker just before ``create_training_job``: raise ``ValueError`` with
@@ -180,3 +174,18 @@ class Backend:
         machine or worker restart); returns how many were restarted or finished deleting.
         Called by a periodic task; backends whose endpoints live elsewhere (AWS) do nothing."""
         return 0
+
+
+def _tail(read: Any, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+    """The tail of a log read from its start with ``read`` (``get_*_logs``)."""
+    tail: deque[dict[str, Any]] = deque(maxlen=lines)
+    token: str | None = None
+    seen = 0
+    while True:
+        page = read(name, token, 10_000)
+        events = page.get("events", [])
+        tail.extend(events)
+        seen += len(events)
+        token = page.get("nextForwardToken") or token
+        if not events:
+            return list(tail), token, seen > len(tail)

@@ -169,12 +169,18 @@ class SageMakerBackend(Backend):
         return {"events": events, "nextForwardToken": encode_token(tokens)}
 
     def tail_training_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        return self._tail_logs(name, LOG_GROUP, lines)
+
+    def tail_endpoint_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        return self._tail_logs(name, ENDPOINT_LOG_GROUP.format(name=name), lines)
+
+    def _tail_logs(self, name: str, group: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
         tokens: dict[str, str] = {}
         per_stream: list[list[dict[str, Any]]] = []
         older = False
-        for stream in self._streams(name):
+        for stream in self._streams(name, group):
             page = self.logs.get_log_events(
-                logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=False, limit=lines
+                logGroupName=group, logStreamName=stream, startFromHead=False, limit=lines
             )
             events = page.get("events", [])
             tokens[stream] = page.get("nextForwardToken", "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -25,15 +26,14 @@ from jobs.backends import get_backend
 from jobs.endpoints import deploy, expectations
 from jobs.endpoints.models import MAX_STORED_RESPONSE, Endpoint, Invocation, SavedTest
 from jobs.errors import code_of, explain
-from jobs.tasks import RETRY, TransientError, _one_line, _transient
+from jobs.tasks import RETRY, TransientError, _one_line, _transient, move
 
 log = logging.getLogger(__name__)
 Status = Endpoint.Status
 
 
-def _move(pk: int, frm: tuple[str, ...] | str, to: str, **fields: Any) -> bool:
-    statuses = (frm,) if isinstance(frm, str) else frm
-    return Endpoint.objects.filter(pk=pk, status__in=statuses).update(status=to, **fields) == 1
+def _move(pk: int, frm: Sequence[str] | str, to: str, **fields: Any) -> bool:
+    return move(Endpoint, pk, frm, to, **fields)
 
 
 def enqueue_deploy(endpoint: Endpoint) -> None:

@@ -23,13 +23,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from jobs import api_limits, newjob
+from jobs import api_limits, bundles, storage, uploads
 from jobs.backends import get_backend
+from jobs.backends.local.backend import model_s3_shaped
 from jobs.endpoints import deploy, tasks
-from jobs.endpoints.forms import DeployForm, InvokeForm
+from jobs.endpoints.forms import CONTENT_TYPES, DeployForm, InvokeForm
 from jobs.endpoints.models import Endpoint, Invocation, SavedTest
 from jobs.forms import EnvironmentFormSet
 from jobs.models import TrainingJob
+from jobs.views import may_change
 
 LOG_LINES = 200
 FIELDS = {
@@ -41,18 +43,22 @@ FIELDS = {
 }
 
 
-def _may_change(user: Any, owner_id: int) -> bool:
-    return user.is_staff or user.pk == owner_id
-
-
 def generate_name(job: TrainingJob) -> str:
     stem = re.sub(r"[^A-Za-z0-9]+", "-", job.name)[:40].strip("-") or "endpoint"
     return f"{stem}-ep-{secrets.token_hex(2)}"
 
 
 def inference_scripts(job: TrainingJob) -> list[str]:
-    code = newjob.load_code(job.source_sha256) if job.source_sha256 else None
-    candidates = code.candidates if code else [job.entry_point]
+    """The job's runnable files, the usual inference script names first (the bundle is
+    streamed for its member names; no file is kept in memory)."""
+    candidates: list[str] = []
+    if job.source_sha256:
+        uri = bundles.uri_for(job.source_sha256, settings.ANYJOB_ARTIFACT_STORE)
+        try:
+            candidates = uploads.entry_points(m.name for m in storage.list_tar_members(uri) if not m.is_dir)
+        except (storage.StorageError, ValueError):
+            candidates = []
+    candidates = candidates or [job.entry_point]
     preferred = [c for c in candidates if c.rsplit("/", 1)[-1] in ("inference.py", "serve.py", "predict.py")]
     return preferred + [c for c in candidates if c not in preferred]
 
@@ -62,7 +68,7 @@ def inference_scripts(job: TrainingJob) -> list[str]:
 def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
     """Deploy a completed job's model behind an endpoint (owner or staff)."""
     job = get_object_or_404(TrainingJob, name=name)
-    if not _may_change(request.user, job.owner_id):
+    if not may_change(request.user, job.owner_id):
         raise PermissionDenied("Only the owner of a job (or staff) can deploy it.")
     if job.status != TrainingJob.Status.COMPLETED or not job.model_artifacts:
         messages.error(request, "Only a completed job with a model can be deployed.")
@@ -108,10 +114,8 @@ def _check_requests(form: DeployForm, env: Any, endpoint: Endpoint, job: Trainin
     env_rows = {r["key"]: i for i, r in env.rows()}
     seen: set[tuple[str, str]] = set()
     for call, request in deploy.requests_for(endpoint, job, settings).items():
-        container = request.get("PrimaryContainer") or {}
-        if str(container.get("ModelDataUrl", "")).startswith("file://"):
-            # The local backend serves file:// models; every other rule of the URL still applies.
-            container["ModelDataUrl"] = "s3://file" + container["ModelDataUrl"].removeprefix("file://")
+        if call == "CreateModel":  # file:// model data (local backend) checked in S3's shape
+            request = model_s3_shaped(request)
         for problem in api_limits.validate(call, request):
             key = (problem.path, problem.message)
             if key in seen:
@@ -123,8 +127,7 @@ def _check_requests(form: DeployForm, env: Any, endpoint: Endpoint, job: Trainin
                 problem.path.split(".", 2)[2] in env_rows
             ):
                 index = env_rows[problem.path.split(".", 2)[2]]
-                field = "key" if "name" in problem.message.split("'", 1)[0].lower() else "value"
-                env.forms[index].add_error(field, problem.message)
+                env.forms[index].add_error(api_limits.entry_field(problem), problem.message)
             else:
                 form.add_error(None, f"{problem.path}: {problem.message}")
 
@@ -147,8 +150,9 @@ def _detail_context(
         last.setdefault(run.test_id, run)
     return {
         "endpoint": endpoint,
-        "can_change": _may_change(request.user, endpoint.owner_id),
+        "can_change": may_change(request.user, endpoint.owner_id),
         "form": form or InvokeForm(),
+        "content_types": CONTENT_TYPES,
         "invocations": [
             invocation_context(i)
             for i in endpoint.invocations.select_related("test", "owner", "endpoint").order_by("-created_at")[
@@ -178,15 +182,9 @@ def endpoint_log(request: HttpRequest, name: str) -> HttpResponse:
     endpoint = get_object_or_404(Endpoint, name=name)
     events: list[dict[str, Any]] = []
     error = ""
-    token = None
     try:
-        for _ in range(20):
-            page = get_backend().get_endpoint_logs(endpoint.name, token, 5000)
-            events = (events + page.get("events", []))[-LOG_LINES:]
-            if not page.get("events") or page.get("nextForwardToken") == token:
-                break
-            token = page.get("nextForwardToken")
-    except (ClientError, BotoCoreError, ValueError, NotImplementedError) as exc:
+        events, _, _ = get_backend().tail_endpoint_logs(endpoint.name, LOG_LINES)
+    except (ClientError, BotoCoreError, ValueError) as exc:
         error = str(exc)
     return render(request, "endpoints/_log.html", {"endpoint": endpoint, "events": events, "error": error})
 
@@ -317,7 +315,7 @@ def run_tests(request: HttpRequest, name: str, pk: int | None = None) -> HttpRes
 def delete_test(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     endpoint = get_object_or_404(Endpoint, name=name)
     test = get_object_or_404(SavedTest, pk=pk, job_id=endpoint.job_id)
-    if not _may_change(request.user, test.owner_id):
+    if not may_change(request.user, test.owner_id):
         raise PermissionDenied("Only who saved a test (or staff) can delete it.")
     test.delete()
     return redirect("endpoint_detail", name=endpoint.name)
@@ -328,7 +326,7 @@ def delete_test(request: HttpRequest, name: str, pk: int) -> HttpResponse:
 def delete_endpoint(request: HttpRequest, name: str) -> HttpResponse:
     """GET asks to confirm; POST deletes (owner or staff)."""
     endpoint = get_object_or_404(Endpoint, name=name)
-    if not _may_change(request.user, endpoint.owner_id):
+    if not may_change(request.user, endpoint.owner_id):
         raise PermissionDenied("Only the owner of an endpoint (or staff) can delete it.")
     if request.method == "POST":
         with transaction.atomic():

@@ -214,6 +214,20 @@ def as_s3_shaped(request: Mapping[str, Any]) -> dict[str, Any]:
     return shaped
 
 
+def _record(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A request as kept in a JSON field (datetimes and the like as strings)."""
+    return json.loads(json.dumps(dict(request), default=str))
+
+
+def _insert(row: Any, op: str, code: str, message: str) -> None:
+    """Save a new record; a name already taken is refused as the service refuses it."""
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        raise client_error(op, code, message) from None
+
+
 def _log_page(events: Any, next_token: str | None, limit: int) -> dict[str, Any]:
     """A ``GetLogEvents`` page of ``events`` (a queryset of log events) after ``next_token``."""
     after = -1
@@ -227,6 +241,15 @@ def _log_page(events: Any, next_token: str | None, limit: int) -> dict[str, Any]
     page = list(events.filter(seq__gt=after).order_by("seq")[: max(1, min(limit, 10_000))])
     last = page[-1].seq if page else after
     return {"events": [_event(e) for e in page], "nextForwardToken": f"f/{last}"}
+
+
+def _log_tail(events: Any, lines: int) -> tuple[list[dict[str, Any]], str, bool]:
+    """The newest ``lines`` of ``events`` (a queryset of log events), oldest first, the token
+    to follow from, and whether older events exist."""
+    newest = list(events.order_by("-seq")[: lines + 1])
+    page = list(reversed(newest[:lines]))
+    token = f"f/{page[-1].seq}" if page else "f/-1"
+    return [_event(e) for e in page], token, len(newest) > lines
 
 
 def _event(e: LocalLogEvent) -> dict[str, Any]:
@@ -620,21 +643,18 @@ class LocalBackend(Backend):
             name=name,
             key=name.lower(),
             arn=arn,
-            request=json.loads(json.dumps(dict(request), default=str)),
+            request=_record(request),
             creation_time=at,
             last_modified_time=at,
         )
         states.advance(job, "Starting", at)
-        try:
-            with transaction.atomic():
-                job.save()
-        except IntegrityError:
-            raise client_error(
-                op,
-                "ResourceInUse",
-                "Training job names must be unique within an AWS account and region, "
-                f"and a training job with this name already exists ({arn})",
-            ) from None
+        _insert(
+            job,
+            op,
+            "ResourceInUse",
+            "Training job names must be unique within an AWS account and region, "
+            f"and a training job with this name already exists ({arn})",
+        )
         launch_executor(job)
         return {"TrainingJobArn": arn}
 
@@ -713,11 +733,11 @@ class LocalBackend(Backend):
 
     def tail_training_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
         job = self._get("GetLogEvents", name)
-        newest = list(LocalLogEvent.objects.filter(job=job).order_by("-seq")[: lines + 1])
-        older = len(newest) > lines
-        events = list(reversed(newest[:lines]))
-        token = f"f/{events[-1].seq}" if events else "f/-1"
-        return [_event(e) for e in events], token, older
+        return _log_tail(LocalLogEvent.objects.filter(job=job), lines)
+
+    def tail_endpoint_logs(self, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        endpoint = self._endpoint("GetLogEvents", name)
+        return _log_tail(LocalEndpointLogEvent.objects.filter(endpoint=endpoint), lines)
 
     def preflight(self, request: Mapping[str, Any]) -> list[tuple[str, str]]:
         return [(path, message) for path, _, message in local_problems(request)]
@@ -736,14 +756,10 @@ class LocalBackend(Backend):
             name=name,
             key=name.lower(),
             arn=arn,
-            request=json.loads(json.dumps(dict(request), default=str)),
+            request=_record(request),
             creation_time=now(),
         )
-        try:
-            with transaction.atomic():
-                model.save()
-        except IntegrityError:
-            raise client_error(op, VALIDATION, f'Cannot create already existing model "{arn}".') from None
+        _insert(model, op, VALIDATION, f'Cannot create already existing model "{arn}".')
         return {"ModelArn": arn}
 
     def create_endpoint_config(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -759,16 +775,10 @@ class LocalBackend(Backend):
             name=name,
             key=name.lower(),
             arn=arn,
-            request=json.loads(json.dumps(dict(request), default=str)),
+            request=_record(request),
             creation_time=now(),
         )
-        try:
-            with transaction.atomic():
-                config.save()
-        except IntegrityError:
-            raise client_error(
-                op, VALIDATION, f'Cannot create already existing endpoint configuration "{arn}".'
-            ) from None
+        _insert(config, op, VALIDATION, f'Cannot create already existing endpoint configuration "{arn}".')
         return {"EndpointConfigArn": arn}
 
     def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -792,7 +802,7 @@ class LocalBackend(Backend):
             key=name.lower(),
             arn=arn,
             uid=uuid.uuid4().hex,
-            request=json.loads(json.dumps(dict(request), default=str)),
+            request=_record(request),
             config=config.request,
             model=model.request,
             creation_time=at,
@@ -800,11 +810,7 @@ class LocalBackend(Backend):
             launched_at=at,
             machine=socket.gethostname(),
         )
-        try:
-            with transaction.atomic():
-                endpoint.save()
-        except IntegrityError:
-            raise client_error(op, VALIDATION, f'Cannot create already existing endpoint "{arn}".') from None
+        _insert(endpoint, op, VALIDATION, f'Cannot create already existing endpoint "{arn}".')
         self._launch(endpoint)
         return {"EndpointArn": arn}
 

@@ -279,27 +279,10 @@ class EndpointLog:
         with self.lock:
             batch, self.pending = self.pending, []
         self.last_flush = time.monotonic()
-        if not batch:
-            return
-        ingested = int(time.time() * 1000)
-        events = []
-        for stamp, message in batch:
-            self.seq += 1
-            events.append(
-                LocalEndpointLogEvent(
-                    endpoint_id=self.endpoint_id,
-                    seq=self.seq,
-                    stream=self.stream,
-                    timestamp=stamp,
-                    ingestion_time=ingested,
-                    message=message,
-                )
+        if batch:
+            self.seq = LocalEndpointLogEvent.store_batch(
+                {"endpoint_id": self.endpoint_id}, self.stream, batch, self.seq, self.max_events
             )
-        LocalEndpointLogEvent.objects.bulk_create(events, batch_size=500)
-        if self.seq > self.max_events:
-            LocalEndpointLogEvent.objects.filter(
-                endpoint_id=self.endpoint_id, seq__lte=self.seq - self.max_events
-            ).delete()
 
 
 # -- the host ---------------------------------------------------------------------------------------

@@ -496,26 +496,10 @@ class LogWriter:
         with self.lock:
             batch, self.pending = self.pending, []
             self.last_flush = time.monotonic()
-            if not batch:
-                return
-            ingested = int(time.time() * 1000)
-            events = []
-            for stamp, message in batch:
-                self.seq += 1
-                events.append(
-                    LocalLogEvent(
-                        job=self.job,
-                        seq=self.seq,
-                        stream=self.stream,
-                        timestamp=stamp,
-                        ingestion_time=ingested,
-                        message=message,
-                    )
+            if batch:
+                self.seq = LocalLogEvent.store_batch(
+                    {"job": self.job}, self.stream, batch, self.seq, self.max_events
                 )
-            LocalLogEvent.objects.bulk_create(events, batch_size=500)
-            # Bounded: beyond max_events, the oldest go (the dashboard shows the tail).
-            if self.seq > self.max_events:
-                LocalLogEvent.objects.filter(job=self.job, seq__lte=self.seq - self.max_events).delete()
 
     def final_metrics(self) -> list[dict[str, Any]]:
         return [

@@ -17,6 +17,9 @@ processes can never both move a job, and exactly one process (the ``executor``) 
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from django.db import models
 
 
@@ -65,15 +68,50 @@ class LocalTrainingJob(models.Model):
         return f"{self.name} ({self.status})"
 
 
-class LocalLogEvent(models.Model):
-    """One line of a job's log, as CloudWatch keeps it; ``seq`` orders events of a job."""
+class LogEvent(models.Model):
+    """One line of a log, as CloudWatch keeps it; ``seq`` orders the lines of one owner."""
 
-    job = models.ForeignKey(LocalTrainingJob, on_delete=models.CASCADE, related_name="log_events")
     seq = models.BigIntegerField()
     stream = models.CharField(max_length=128)
     timestamp = models.BigIntegerField()  # ms since the epoch, when the line was written
     ingestion_time = models.BigIntegerField()
     message = models.TextField()
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def store_batch(
+        cls, owner: dict[str, Any], stream: str, batch: list[tuple[int, str]], last_seq: int, max_events: int
+    ) -> int:
+        """Write ``batch`` (``(ms, line)`` pairs) after ``last_seq`` for ``owner`` (the foreign
+        key, as filter keywords); beyond ``max_events`` the oldest go (pages show the tail).
+        Returns the new last ``seq``."""
+        ingested = int(time.time() * 1000)
+        cls.objects.bulk_create(
+            [
+                cls(
+                    **owner,
+                    seq=last_seq + i,
+                    stream=stream,
+                    timestamp=stamp,
+                    ingestion_time=ingested,
+                    message=line,
+                )
+                for i, (stamp, line) in enumerate(batch, 1)
+            ],
+            batch_size=500,
+        )
+        seq = last_seq + len(batch)
+        if seq > max_events:
+            cls.objects.filter(**owner, seq__lte=seq - max_events).delete()
+        return seq
+
+
+class LocalLogEvent(LogEvent):
+    """One line of a job's log; ``seq`` orders events of a job."""
+
+    job = models.ForeignKey(LocalTrainingJob, on_delete=models.CASCADE, related_name="log_events")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="local_log_event_seq")]
@@ -173,15 +211,10 @@ class LocalEndpoint(models.Model):
         return f"{self.name} ({self.status})"
 
 
-class LocalEndpointLogEvent(models.Model):
-    """One line of an endpoint's log (``LocalLogEvent``'s shape); ``seq`` orders them."""
+class LocalEndpointLogEvent(LogEvent):
+    """One line of an endpoint's log; ``seq`` orders them."""
 
     endpoint = models.ForeignKey(LocalEndpoint, on_delete=models.CASCADE, related_name="log_events")
-    seq = models.BigIntegerField()
-    stream = models.CharField(max_length=128)
-    timestamp = models.BigIntegerField()  # ms since the epoch
-    ingestion_time = models.BigIntegerField()
-    message = models.TextField()
 
     class Meta:
         constraints = [
