@@ -91,3 +91,23 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+@contextlib.contextmanager
+def redis_server(folder) -> Iterator[str]:
+    """The redis-server ``make run`` uses, on a unix socket in ``folder``; yields its REDIS_URL."""
+    from webapp.run import redis_answers, redis_config, redis_server_binary
+
+    sock = folder / "redis.sock"
+    conf = folder / "redis.conf"
+    conf.write_text(redis_config(folder, sock).replace("appendonly yes", "appendonly no"))
+    proc = start([str(redis_server_binary()), str(conf)], cwd=folder, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not redis_answers(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis+socket://{sock}"
+    finally:
+        stop(proc)

@@ -29,3 +29,5 @@ from webapp.settings import DATABASES, VAR_DIR
 DATABASES["default"]["NAME"] = str(VAR_DIR / "test.sqlite3")
 DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# whitenoise looks in STATIC_ROOT too (make run creates it; the test client does not).
+Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # noqa: F405

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -44,3 +45,33 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_public_url(name: str) -> tuple[str, str, str] | None:
+    """``https://host[:port]`` as (scheme, host, origin), or ``None`` when unset.
+
+    Only an origin: a path, a query or credentials in it are refused, since the settings that
+    follow from it (``ALLOWED_HOSTS``, ``CSRF_TRUSTED_ORIGINS``) name hosts and origins.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    wrong = f"{name} must be the address people open, such as https://anyjob.example.com, not {raw!r}"
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(wrong) from None
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in {"", "/"}
+        or parts.query
+        or parts.fragment
+    ):
+        raise ImproperlyConfigured(wrong)
+    host = parts.hostname
+    netloc = f"[{host}]" if ":" in host else host
+    origin = f"{parts.scheme}://{netloc}" + (f":{port}" if port is not None else "")
+    return parts.scheme, host, origin

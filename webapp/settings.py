@@ -10,11 +10,15 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
-from webapp.env import env_bool, env_list, env_number, env_str
+from webapp.env import env_bool, env_list, env_number, env_public_url, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ANYJOB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+#: The address teammates open (https://anyjob.example.com) when anyjob serves a team behind a
+#: proxy; unset on one laptop. Hosts, trusted origins and the HTTPS settings follow from it.
+PUBLIC_URL = env_public_url("ANYJOB_PUBLIC_URL")
 
 
 def _secret_key() -> str:
@@ -22,6 +26,12 @@ def _secret_key() -> str:
     key = env_str("DJANGO_SECRET_KEY")
     if key:
         return key
+    if PUBLIC_URL is not None:
+        # Several web servers and workers sign the same sessions and links: one shared key.
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when ANYJOB_PUBLIC_URL is (the same value for every "
+            "web server and worker)"
+        )
     path = VAR_DIR / "secret_key"
     if not path.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -33,6 +43,25 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+#: Where `make run`'s web server listens (0.0.0.0 lets a team reach it) and on which port.
+ANYJOB_BIND = env_str("ANYJOB_BIND", "127.0.0.1")
+ANYJOB_PORT = int(env_number("ANYJOB_PORT", 8000, minimum=1))
+if PUBLIC_URL is not None:
+    scheme, public_host, public_origin = PUBLIC_URL
+    # Loopback stays allowed for the health checks run beside the server (compose, make run).
+    ALLOWED_HOSTS = [public_host, *(h for h in ALLOWED_HOSTS if h != public_host)]
+    CSRF_TRUSTED_ORIGINS = [public_origin]
+    if scheme == "https":
+        # The proxy in front ends TLS and says so in X-Forwarded-Proto (it must set it itself,
+        # never pass on the client's). Cookies travel over HTTPS only; browsers remember HSTS.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        SECURE_SSL_REDIRECT = True
+        SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+        SESSION_COOKIE_SECURE = True
+        CSRF_COOKIE_SECURE = True
+        SECURE_HSTS_SECONDS = int(env_number("ANYJOB_HSTS_SECONDS", 31_536_000))
+        SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ANYJOB_HSTS_INCLUDE_SUBDOMAINS", True)
+        SECURE_HSTS_PRELOAD = env_bool("ANYJOB_HSTS_PRELOAD", True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -49,6 +78,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from the WSGI app (gunicorn has no static file server).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -100,6 +131,13 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# `make run` serves the files where they are (no collectstatic step); the image collects them
+# into STATIC_ROOT, compressed, when it is built.
+WHITENOISE_USE_FINDERS = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "history"
 LOGOUT_REDIRECT_URL = "login"
@@ -147,6 +185,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- anyjob ----------------------------------------------------------------------------
+#: GET /healthz: a worker or beat silent for this long is down (they report every 2 s).
+ANYJOB_HEALTH_STALE_SECONDS = int(env_number("ANYJOB_HEALTH_STALE_SECONDS", 20, minimum=1))
+
 #: Where jobs run: "local" (the embedded SageMaker emulator) or "sagemaker" (AWS).
 ANYJOB_BACKEND = env_str("ANYJOB_BACKEND", "local")
 #: The region requests name (the local backend uses it in ARNs too).
