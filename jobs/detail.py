@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy as _copy
 import json
 import logging
 import pprint
+import shlex
 from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +17,7 @@ from django.conf import settings
 from jobs import bundles, storage
 from jobs.backends import get_backend
 from jobs.models import TrainingJob
+from jobs.redact import SECRET_NOTE, Secrets, secrets_of
 from jobs.requests import build_training_request, settings_kwargs
 
 log = logging.getLogger(__name__)
@@ -70,11 +73,28 @@ def request_for(job: TrainingJob) -> dict[str, Any]:
         return {}
 
 
-def as_boto3(request: dict[str, Any]) -> str:
+def shown(job: TrainingJob, secrets: Secrets | None = None) -> TrainingJob:
+    """A copy of ``job`` for a page: every field a page shows passed through the redaction
+    (secret values hidden; never saved)."""
+    secrets = secrets_of(job) if secrets is None else secrets
+    if not secrets:
+        return job
+    copy = _copy.copy(job)
+    copy.environment = secrets.environment(job.environment or {})
+    for name in _SHOWN_FIELDS:
+        setattr(copy, name, secrets.redact(getattr(job, name)))
+    return copy
+
+
+_SHOWN_FIELDS = ("request", "hyperparameters", "channels", "tags", "error", "failure_reason", "failure_text")
+
+
+def as_boto3(request: dict[str, Any], *, secret: bool = False) -> str:
     body = pprint.pformat(request, indent=4, width=100, sort_dicts=False)
     return (
         "import boto3\n\n"
-        f'sagemaker = boto3.client("sagemaker", region_name={settings.ANYJOB_REGION!r})\n'
+        + (f"# {SECRET_NOTE}\n" if secret else "")
+        + f"sagemaker = boto3.client({'sagemaker'!r}, region_name={settings.ANYJOB_REGION!r})\n"
         f"response = sagemaker.create_training_job(**{body})\n"
         'print(response["TrainingJobArn"])\n'
     )
@@ -84,8 +104,16 @@ def as_cli_json(request: dict[str, Any]) -> str:
     return json.dumps(request, indent=2)
 
 
+def cli_file(job: TrainingJob) -> str:
+    """The name of the file ``cli_command`` reads the request from."""
+    return f"{job.name}.json"
+
+
 def cli_command(job: TrainingJob) -> str:
-    return f"aws sagemaker create-training-job --cli-input-json file://{job.name}.json"
+    """The AWS CLI command line for the request in ``cli_file``, every value quoted."""
+    region = shlex.quote(settings.ANYJOB_REGION)
+    source = shlex.quote(f"file://{cli_file(job)}")
+    return f"aws sagemaker create-training-job --region {region} --cli-input-json {source}"
 
 
 # --- the log ---------------------------------------------------------------------------------------
@@ -196,16 +224,24 @@ def changes(parent: TrainingJob, job: TrainingJob) -> list[str]:
         "hyperparameter", _rows(parent.hyperparameters, "key"), _rows(job.hyperparameters, "key"), _hp
     )
     out += _diff_rows("channel", _rows(parent.channels, "name"), _rows(job.channels, "name"), _channel)
+    # Each side's secrets shown as the placeholder (and neither side's secret values in text).
+    theirs, ours = secrets_of(parent), secrets_of(job)
+    values = theirs | ours
     out += _diff_rows(
         "environment variable",
-        {k: {"value": v} for k, v in (parent.environment or {}).items()},
-        {k: {"value": v} for k, v in (job.environment or {}).items()},
-        lambda r: repr(r["value"]),
+        _environment_rows(Secrets(theirs.keys, values.values), parent.environment),
+        _environment_rows(Secrets(ours.keys, values.values), job.environment),
+        lambda r: r["value"] if r["secret"] else repr(r["value"]),
     )
     out += _diff_rows(
         "tag", _rows(parent.tags, "key"), _rows(job.tags, "key"), lambda r: repr(r.get("value"))
     )
-    return out
+    return [values.redact(line) for line in out]
+
+
+def _environment_rows(secrets: Secrets, environment: Any) -> dict[str, dict[str, Any]]:
+    shown = secrets.environment(environment or {})
+    return {k: {"value": v, "secret": k in secrets.keys} for k, v in shown.items()}
 
 
 def _hp(row: dict[str, Any]) -> str:
@@ -233,6 +269,7 @@ def clone_initial(job: TrainingJob) -> tuple[dict[str, Any], dict[str, list[dict
     """The new-job form's fields and rows, pre-filled from ``job``."""
     from jobs.newjob import generate_name
 
+    secrets = secrets_of(job)
     initial = {
         "name": generate_name(job.entry_point),
         "source_sha256": job.source_sha256,
@@ -248,7 +285,12 @@ def clone_initial(job: TrainingJob) -> tuple[dict[str, Any], dict[str, list[dict
     rows = {
         "channels": [dict(c) for c in job.channels or []],
         "hyperparameters": [dict(h) for h in job.hyperparameters or []],
-        "environment": [{"key": k, "value": v} for k, v in (job.environment or {}).items()],
+        # A secret keeps its key and its flag, not its value: the user types it again (the
+        # value would otherwise sit in the page's HTML, or be resolved from another job).
+        "environment": [
+            {"key": k, "value": v, "secret": k in secrets.keys}
+            for k, v in secrets.environment(job.environment or {}, shown="").items()
+        ],
         "tags": [dict(t) for t in job.tags or []],
     }
     return initial, rows

@@ -152,11 +152,46 @@ class HyperparameterForm(RowForm):
     type = forms.ChoiceField(choices=TYPES, initial="string", label="Type")
 
 
+#: How a secret's value field looks: never filled in by the server (a clone, a form sent back).
+SECRET_VALUE_ATTRS = {"autocomplete": "off", "placeholder": "type the secret value"}
+
+
 class EnvironmentForm(RowForm):
+    """One environment variable. A *secret* one is sent with the request and never shown
+    again: its value field is a password field the server never fills in."""
+
     key_fields = ("key", "value")
 
     key = forms.CharField(max_length=512, label="Variable")
     value = forms.CharField(max_length=512, required=False, strip=False, label="Value")
+    secret = forms.BooleanField(required=False, label="Secret")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["value"].widget.attrs["data-env-value"] = ""
+        self.fields["secret"].widget.attrs["data-env-secret"] = ""
+        if self.marked_secret():
+            field = self.fields["value"]
+            field.widget = forms.PasswordInput(render_value=False, attrs={**SECRET_VALUE_ATTRS})
+            field.widget.attrs.update({**field.widget_attrs(field.widget), "data-env-value": ""})
+
+    def marked_secret(self) -> bool:
+        """Whether the row is secret, before or without validation (to choose its widget)."""
+        if self.is_bound:
+            return self.fields["secret"].widget.value_from_datadict(
+                self.data, self.files, self.add_prefix("secret")
+            )
+        return bool((self.initial or {}).get("secret"))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("secret") and data.get("key") and data.get("value") == "":
+            self.add_error(
+                "value",
+                "Type the secret's value: it is never shown again, so a cloned form or a form "
+                "sent back with a problem leaves it empty.",
+            )
+        return data
 
 
 class TagForm(RowForm):
@@ -217,6 +252,12 @@ def row_formset(
     return forms.formset_factory(
         form, formset=base, extra=extra, can_delete=True, max_num=limit + 50, absolute_max=limit + 50
     )
+
+
+def environment_of(rows: RowFormSet) -> tuple[dict[str, str], list[str]]:
+    """The environment map of a valid environment table, and the keys marked secret."""
+    kept = [r for _, r in rows.rows()]
+    return {r["key"]: r["value"] for r in kept}, [r["key"] for r in kept if r.get("secret")]
 
 
 ChannelFormSet = row_formset(ChannelForm, limit=20, unique="name", noun="channel")

@@ -94,6 +94,8 @@ class TrainingJob(models.Model):
     max_runtime_seconds = models.PositiveIntegerField(default=3600)
     output_path = models.CharField(max_length=1024, blank=True)
     environment = models.JSONField(default=dict, blank=True)
+    #: Keys of ``environment`` whose values are secret: sent, never shown (``jobs.redact``).
+    secret_environment = models.JSONField(default=list, blank=True)
     tags = models.JSONField(default=list, blank=True)
     network_isolation = models.BooleanField(default=False)
     request = models.JSONField(default=dict, blank=True)

@@ -35,8 +35,10 @@ from jobs.forms import (
     NewJobForm,
     RowFormSet,
     TagFormSet,
+    environment_of,
 )
 from jobs.models import TrainingJob
+from jobs.redact import secrets_of
 from jobs.requests import build_training_request, encode_hyperparameter, settings_kwargs
 
 log = logging.getLogger(__name__)
@@ -269,6 +271,7 @@ class NewJob:
     def draft(self) -> SimpleNamespace:
         """The job as typed, in ``TrainingJob``'s field shapes (after the checks passed)."""
         data = self.form.cleaned_data
+        environment, secret_environment = environment_of(self.environment)
         return SimpleNamespace(
             name=data["name"],
             entry_point=data.get("entry_point") or self.entry_point,
@@ -290,7 +293,8 @@ class NewJob:
             volume_size_gb=data["volume_size_gb"],
             max_runtime_seconds=data["max_runtime_seconds"],
             output_path=data["output_path"],
-            environment={r["key"]: r["value"] for _, r in self.environment.rows()},
+            environment=environment,
+            secret_environment=secret_environment,
             tags=[{"key": r["key"], "value": r["value"]} for _, r in self.tags.rows()],
             network_isolation=data["network_isolation"],
         )
@@ -321,8 +325,9 @@ class NewJob:
             "hp": {r["key"]: i for i, r in self.hyperparameters.rows()},
             "env": {r["key"]: i for i, r in self.environment.rows()},
         }
+        hidden = secrets_of(draft)  # a message quoting a value never quotes a secret one
         for path, message, entry_field in problems:
-            self._place(path, message, rows, entry_field)
+            self._place(path, hidden.redact(message), rows, entry_field)
 
     def _place(self, path: str, message: str, rows: dict[str, Any], entry_field: str = "value") -> None:
         """Put one problem next to the field it is about."""

@@ -19,6 +19,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.functional import cached_property
 from django.utils.http import content_disposition_header
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
@@ -28,6 +29,7 @@ from jobs.backends.base import ARTIFACTS
 from jobs.forms import HistoryFilterForm
 from jobs.history import csv_lines, filter_jobs, json_chunks
 from jobs.models import TrainingJob
+from jobs.redact import SECRET_NOTE, Secrets, secrets_of
 from jobs.tasks import enqueue_stop, enqueue_submit, import_jobs_task
 
 PAGE_SIZE = 50
@@ -100,30 +102,35 @@ def may_change(user: Any, owner_id: int) -> bool:
 def job_detail(request: HttpRequest, name: str) -> HttpResponse:
     """The job: live status, failure first, log, what was submitted, artifacts, code."""
     job = get_object_or_404(TrainingJob.objects.select_related("owner", "parent"), name=name)
+    hidden = secrets_of(job)  # everything below is shown through it
     events, token, older = detail.log_tail(job)
-    job_request = detail.request_for(job)
+    events = hidden.redact(events)
+    job_request = hidden.redact(detail.request_for(job))
     ctx = {
-        **_status_context(request, job),
+        **_status_context(request, job, hidden),
         "events": events,
         "log_token": token,
         "log_older": older,
         "log_more": job.status not in TrainingJob.FINAL,
         "failure_lines": detail.last_lines(events),
-        "boto3_code": detail.as_boto3(job_request) if job_request else "",
+        "boto3_code": detail.as_boto3(job_request, secret=bool(hidden)) if job_request else "",
         "cli_json": detail.as_cli_json(job_request) if job_request else "",
         "cli_command": detail.cli_command(job),
+        "cli_file": detail.cli_file(job),
+        "secret_keys": sorted(hidden.keys),
+        "secret_note": SECRET_NOTE,
         "changes": detail.changes(job.parent, job) if job.parent else [],
         "clones": list(job.clones.order_by("-created_at").values_list("name", flat=True)[:20]),
         "endpoints": list(job.endpoints.order_by("-created_at").only("name", "status")[:20]),
-        "notes": _notes(job),
+        "notes": hidden.redact(_notes(job)),
     }
     return render(request, "jobs/job_detail.html", ctx)
 
 
-def _status_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
+def _status_context(request: HttpRequest, job: TrainingJob, hidden: Secrets | None = None) -> dict[str, Any]:
     allowed = may_change(request.user, job.owner_id)
     return {
-        "job": job,
+        "job": detail.shown(job, hidden),
         "timeline": detail.timeline(job.transitions),
         "final": job.status in TrainingJob.FINAL,
         "can_stop": allowed and job.status not in TrainingJob.FINAL,
@@ -146,10 +153,11 @@ def job_status(request: HttpRequest, name: str) -> HttpResponse:
     """The status fragment the job page polls. It stops polling once the job is final; when a
     watched job has just finished it also brings the failure panel and the artifacts."""
     job = get_object_or_404(TrainingJob, name=name)
-    ctx = _status_context(request, job)
+    hidden = secrets_of(job)
+    ctx = _status_context(request, job, hidden)
     if ctx["final"] and request.GET.get("was") not in TrainingJob.FINAL:
         events, _, _ = detail.log_tail(job, detail.FAILURE_LOG_LINES)
-        return render(request, "jobs/_job_final.html", {**ctx, "failure_lines": events})
+        return render(request, "jobs/_job_final.html", {**ctx, "failure_lines": hidden.redact(events)})
     return render(request, "jobs/_job_status.html", ctx)
 
 
@@ -157,14 +165,17 @@ def job_status(request: HttpRequest, name: str) -> HttpResponse:
 def job_log(request: HttpRequest, name: str) -> HttpResponse:
     """New log lines after ``?token=`` (follow mode); ``?format=text`` downloads the whole log."""
     job = get_object_or_404(TrainingJob, name=name)
+    hidden = secrets_of(job)
     if request.GET.get("format") == "text":
-        response = StreamingHttpResponse(detail.full_log(job), content_type="text/plain; charset=utf-8")
+        chunks = (hidden.redact(chunk) for chunk in detail.full_log(job))
+        response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{job.name}.log"'
         return response
     token = request.GET.get("token") or None
     if token is not None and len(token) > 8192:
         return HttpResponseBadRequest("The log token is not valid.")
     events, new_token = detail.log_after(job, token)
+    events = hidden.redact(events)
     # A final job's log is followed until a poll brings nothing new (CloudWatch lags a little).
     more = job.status not in TrainingJob.FINAL or bool(events)
     ctx = {"job": job, "events": events, "log_token": new_token, "log_more": more}
@@ -247,6 +258,7 @@ def code_file(request: HttpRequest, sha256: str, path: str = "") -> HttpResponse
     return render(request, "jobs/code.html", ctx)
 
 
+@sensitive_post_parameters()  # secret environment values: never in an error report
 @login_required
 @require_http_methods(["GET", "POST"])
 def new_job(request: HttpRequest) -> HttpResponse:

@@ -43,6 +43,15 @@
     }
   });
 
+  // A secret environment variable's value is typed into a password field (the server never
+  // fills one in: a clone or a form sent back asks for it again).
+  document.addEventListener("change", function (event) {
+    var box = event.target.closest("[data-env-secret]");
+    if (!box) return;
+    var value = box.closest("tr").querySelector("[data-env-value]");
+    if (value) value.type = box.checked ? "password" : "text";
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-add-row]").forEach(function (b) { refreshAdd(b.dataset.addRow); });
     // With JavaScript the remove buttons replace the "remove" checkboxes.

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
 
-from jobs.endpoints import expectations
+from jobs.endpoints import expectations, tasks
 from jobs.endpoints.models import Endpoint, Invocation, SavedTest
 from jobs.endpoints.views import invocation_context
 from jobs.models import TrainingJob
@@ -285,3 +285,313 @@ def test_no_answer_never_passes():
         "no answer: timed out",
     )
     assert User  # the pages' users come from fixtures
+
+
+# --- saved test names ---------------------------------------------------------------------------
+
+
+def invoke_data(**fields):
+    return {
+        "body": '{"x": 1}',
+        "content_type": "application/json",
+        "expect": "status",
+        "expected_status": "200",
+        **fields,
+    }
+
+
+def test_a_test_name_another_user_saved_is_refused_whatever_its_case(client, alice, bob, endpoint):
+    mine = SavedTest.objects.create(job=endpoint.job, owner=alice, name="Smoke", body=b"{}")
+    client.force_login(bob)
+    response, sent = post(client, "/endpoints/iris-1-ep/invoke/", invoke_data(save_as="  smoke "))
+    assert response.status_code == 200
+    assert response.context["form"].errors["save_as"] == [
+        "This model has a test called 'Smoke' already, saved by alice (names are the same whatever "
+        "their case): choose another name. Only who saved a test can change it."
+    ]
+    assert "saved by alice" in response.content.decode()
+    sent["invoke"].assert_not_called()
+    mine.refresh_from_db()
+    assert (mine.owner, mine.name, bytes(mine.body)) == (alice, "Smoke", b"{}")
+    assert not Invocation.objects.exists()
+    # So she alone may still delete it.
+    assert post(client, f"/endpoints/iris-1-ep/tests/{mine.pk}/delete/", {})[0].status_code == 403
+
+
+def test_staff_cannot_take_over_a_test_by_its_name_either(client, alice, charlie, endpoint):
+    SavedTest.objects.create(job=endpoint.job, owner=alice, name="smoke", body=b"{}")
+    client.force_login(charlie)
+    response, _ = post(client, "/endpoints/iris-1-ep/invoke/", invoke_data(save_as="SMOKE"))
+    assert "saved by alice" in " ".join(response.context["form"].errors["save_as"])
+    assert SavedTest.objects.get().owner == alice
+
+
+def test_saving_under_ones_own_test_name_updates_it(client, alice, endpoint):
+    mine = SavedTest.objects.create(job=endpoint.job, owner=alice, name="smoke", body=b"{}")
+    client.force_login(alice)
+    response, _ = post(client, "/endpoints/iris-1-ep/invoke/", invoke_data(save_as="Smoke", body="[1]"))
+    assert response.status_code == 302
+    mine.refresh_from_db()
+    assert (mine.name, bytes(mine.body), mine.owner) == ("Smoke", b"[1]", alice)
+    assert SavedTest.objects.count() == 1
+    assert Invocation.objects.get().test == mine
+
+
+def test_the_same_name_on_another_model_is_free(client, alice, bob, job, endpoint):
+    other = TrainingJob.objects.create(owner=alice, name="iris-2", entry_point="train.py", status="Completed")
+    SavedTest.objects.create(job=other, owner=alice, name="smoke", body=b"{}")
+    client.force_login(bob)
+    response, _ = post(client, "/endpoints/iris-1-ep/invoke/", invoke_data(save_as="smoke"))
+    assert response.status_code == 302
+    assert SavedTest.objects.filter(name="smoke").count() == 2
+
+
+def test_the_database_refuses_names_that_differ_only_in_case(alice, job):
+    from django.db import IntegrityError, transaction
+
+    SavedTest.objects.create(job=job, owner=alice, name="smoke", body=b"{}")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        SavedTest.objects.create(job=job, owner=alice, name="SMOKE", body=b"{}")
+
+
+def test_a_name_taken_between_the_check_and_the_save_is_a_form_error(client, alice, bob, endpoint):
+    client.force_login(bob)
+
+    def taken_meanwhile(form):
+        SavedTest.objects.create(job=endpoint.job, owner=alice, name="smoke", body=b"{}")
+        return "smoke"
+
+    with patch("jobs.endpoints.forms.InvokeForm.clean_save_as", taken_meanwhile):
+        response, sent = post(client, "/endpoints/iris-1-ep/invoke/", invoke_data(save_as="smoke"))
+    assert response.status_code == 200
+    assert "has a test called &#x27;smoke&#x27; already" in response.content.decode()
+    sent["invoke"].assert_not_called()
+    assert SavedTest.objects.get().owner == alice and not Invocation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x" * 101, "A test name has at most 100 characters (this one has 101)."),
+        ("smoke\ntest", "A test name is one line of text, without control characters."),
+    ],
+)
+def test_bad_test_names_are_refused_with_a_reason(client, bob, endpoint, name, message):
+    client.force_login(bob)
+    response, sent = post(client, "/endpoints/iris-1-ep/invoke/", invoke_data(save_as=name))
+    assert response.context["form"].errors["save_as"] == [message]
+    sent["invoke"].assert_not_called()
+
+
+def test_the_migration_renames_names_that_differ_only_in_case():
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    migration = import_module("jobs.endpoints.migrations.0002_secret_environment_and_test_names_any_case")
+    rows = [(1, 1, "smoke"), (2, 1, "Smoke"), (3, 1, "Smoke (2)"), (4, 2, "SMOKE"), (5, 1, "x" * 100)]
+    rows.append((6, 1, "X" * 100))
+    renamed = {}
+
+    class Tests:  # the few calls of the data migration, on these rows
+        def using(self, alias):
+            return self
+
+        def order_by(self, *fields):
+            return self
+
+        def values_list(self, *fields):
+            return rows
+
+        def filter(self, pk):
+            return SimpleNamespace(update=lambda name: renamed.update({pk: name}))
+
+    model = SimpleNamespace(objects=Tests())
+    apps = SimpleNamespace(get_model=lambda app, name: model)
+    migration.rename_names_that_differ_only_in_case(
+        apps, SimpleNamespace(connection=SimpleNamespace(alias="x"))
+    )
+    assert renamed == {2: "Smoke (3)", 6: "X" * 96 + " (2)"}
+
+
+# --- copy as code -------------------------------------------------------------------------------
+
+HOSTILE = {
+    "content_type": "'; touch {marker}; '",
+    "accept": "$(touch {marker}) `touch {marker}`",
+    "custom_attributes": "a\"b\\c; touch {marker} # it's",
+}
+
+
+def snippets(client, endpoint, alice, body: bytes, **headers):
+    import html
+    import re
+
+    inv = Invocation.objects.create(
+        endpoint=endpoint, owner=alice, body=body, status="Done", status_code=200, **headers
+    )
+    client.force_login(alice)
+    page = client.get(f"/endpoints/iris-1-ep/invocations/{inv.pk}/").content.decode()
+    code, cli = re.search(
+        r"<summary>Copy as code</summary><pre>(.*?)</pre><pre>(.*?)</pre>", page, re.S
+    ).groups()
+    return html.unescape(code), html.unescape(cli)
+
+
+def run_cli(cli: str, folder):
+    """Run the command line with an ``aws`` that writes down the arguments it was given."""
+    import subprocess
+
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aws").write_text('#!/bin/sh\nprintf "%s\\0" "$@" > "$ARGS_OUT"\n')
+    (bin_dir / "aws").chmod(0o755)
+    assert subprocess.run(["bash", "-n", "-c", cli], check=False).returncode == 0
+    out = folder / "args"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGS_OUT": str(out)}
+    subprocess.run(["bash", "-c", cli], cwd=folder, env=env, check=True, timeout=10)
+    return out.read_bytes().decode().split("\0")[:-1]
+
+
+def test_copy_as_code_quotes_every_value_for_the_shell(client, alice, endpoint, tmp_path):
+    marker = tmp_path / "pwned"
+    headers = {k: v.format(marker=marker) for k, v in HOSTILE.items()}
+    body = b'{"text": "it\'s $(touch ' + str(marker).encode() + b')",\n "n": `id`}'
+    _, cli = snippets(client, endpoint, alice, body, **headers)
+    args = run_cli(cli, tmp_path)
+    assert not marker.exists()
+    assert args == [
+        "sagemaker-runtime",
+        "invoke-endpoint",
+        "--region",
+        "us-east-1",
+        "--endpoint-name",
+        "iris-1-ep",
+        "--content-type",
+        headers["content_type"],
+        "--accept",
+        headers["accept"],
+        "--custom-attributes",
+        headers["custom_attributes"],
+        "--body",
+        "fileb://request.body",
+        "response.out",
+    ]
+    assert (tmp_path / "request.body").read_bytes() == body  # the body arrives unchanged
+
+
+def test_copy_as_code_writes_python_literals(client, alice, endpoint, tmp_path):
+    import ast
+
+    marker = tmp_path / "pwned"
+    headers = {k: v.format(marker=marker) for k, v in HOSTILE.items()}
+    body = '{"quote": "\'\\"\\u00e9", "end": "\\n"}'
+    code, _ = snippets(client, endpoint, alice, body.encode(), **headers)
+    tree = ast.parse(code)
+    call = next(
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "invoke_endpoint"
+    )
+    sent = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg != "Body"}
+    assert sent == {
+        "EndpointName": "iris-1-ep",
+        "ContentType": headers["content_type"],
+        "Accept": headers["accept"],
+        "CustomAttributes": headers["custom_attributes"],
+    }
+    assigned = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "body")
+    assert ast.literal_eval(assigned.value) == body
+
+
+@pytest.mark.parametrize("body", [b"\x00\x01binary", b"\xff\xfe not utf-8", b"x" * 5000])
+def test_a_body_not_shown_inline_is_read_from_the_file(client, alice, endpoint, body, tmp_path):
+    import ast
+
+    code, cli = snippets(client, endpoint, alice, body, content_type="application/x-npy")
+    ast.parse(code)
+    assert "open('request.body', 'rb')" in code and f"{len(body):,} bytes" in code
+    (tmp_path / "request.body").write_bytes(body)
+    assert run_cli(cli, tmp_path)[-3:] == ["--body", "fileb://request.body", "response.out"]
+    assert (tmp_path / "request.body").read_bytes() == body
+
+
+# --- secret environment variables ---------------------------------------------------------------
+
+SECRET = "hunter2-sk-live-0123456789"
+
+
+def secret_rows(**extra):
+    return {
+        "env-TOTAL_FORMS": "2",
+        "env-INITIAL_FORMS": "0",
+        "env-0-key": "API_TOKEN",
+        "env-0-value": SECRET,
+        "env-0-secret": "on",
+        "env-1-key": "MODE",
+        "env-1-value": "offline",
+        **extra,
+    }
+
+
+def test_a_secret_is_deployed_and_never_shown_again(client, alice, bob, job):
+    client.force_login(alice)
+    response, _ = post(client, "/jobs/iris-1/deploy/", deploy_form(**secret_rows()))
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    endpoint = Endpoint.objects.get(name="iris-1-ep2")
+    assert endpoint.environment == {"API_TOKEN": SECRET, "MODE": "offline"}
+    assert endpoint.secret_environment == ["API_TOKEN"]
+    # The worker's task sends the value itself in CreateModel.
+    with patch("jobs.endpoints.tasks.get_backend") as backend:
+        assert tasks.deploy_endpoint(endpoint.pk) == "creating"
+    (model,) = backend.return_value.create_model.call_args.args
+    assert model["PrimaryContainer"]["Environment"]["API_TOKEN"] == SECRET
+    endpoint.refresh_from_db()
+    assert endpoint.requests["CreateModel"]["PrimaryContainer"]["Environment"]["API_TOKEN"] == SECRET
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        status="Failed", failure_reason=f"could not log in with {SECRET}", error=f"token {SECRET}"
+    )
+    client.force_login(bob)
+    with patch("jobs.endpoints.views.get_backend") as backend:
+        backend.return_value.tail_endpoint_logs.return_value = (
+            [{"timestamp": 0, "message": SECRET}],
+            None,
+            None,
+        )
+        pages = [
+            client.get("/endpoints/iris-1-ep2/"),
+            client.get("/endpoints/iris-1-ep2/status/", HTTP_HX_REQUEST="true"),
+            client.get("/endpoints/iris-1-ep2/log/", HTTP_HX_REQUEST="true"),
+            client.get("/endpoints/"),
+            client.get("/jobs/iris-1/"),
+        ]
+    for page in pages:
+        assert page.status_code == 200
+        assert SECRET not in page.content.decode()
+    detail = pages[0].content.decode()
+    assert "&quot;API_TOKEN&quot;: &quot;&lt;secret: set at submit&gt;&quot;" in detail
+    assert "API_TOKEN: secret." in detail and "offline" in detail
+
+
+def test_a_deploy_form_sent_back_asks_for_the_secret_again(client, alice, job):
+    client.force_login(alice)
+    response, sent = post(client, "/jobs/iris-1/deploy/", deploy_form(name="bad name!", **secret_rows()))
+    body = response.content.decode()
+    assert response.status_code == 200 and SECRET not in body
+    assert 'type="password" name="env-0-value"' in body
+    sent["deploy"].assert_not_called()
+    empty = secret_rows(**{"env-0-value": ""})
+    response, sent = post(client, "/jobs/iris-1/deploy/", deploy_form(**empty))
+    assert "Type the secret&#x27;s value" in response.content.decode()
+    sent["deploy"].assert_not_called()
+
+
+def test_the_deploy_view_keeps_posted_values_out_of_error_reports(rf, alice, job):
+    from django.views.debug import SafeExceptionReporterFilter
+
+    from jobs.endpoints import views
+
+    request = rf.post("/jobs/iris-1/deploy/", deploy_form(**secret_rows()))
+    request.user = alice
+    with patch.object(views, "DeployForm", side_effect=RuntimeError("boom")), pytest.raises(RuntimeError):
+        views.deploy_job(request, "iris-1")
+    assert SafeExceptionReporterFilter().get_post_parameters(request)["env-0-value"] != SECRET

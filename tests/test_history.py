@@ -246,3 +246,14 @@ def test_a_page_costs_the_same_queries_whatever_matches(client, alice):
         counts.append(len(queries))
     assert counts == [5, 5, 5, 5]
     assert len(response.context["page"]) == 20 and response.context["page"].paginator.count == 120
+
+
+def test_the_exports_never_carry_a_secret_value(client, alice):
+    secret = "hunter2-sk-live-0123456789"
+    make_job(alice, "secret-a", environment={"API_TOKEN": secret}, secret_environment=["API_TOKEN"])
+    client.force_login(alice)
+    for url in ["/jobs/", "/jobs/?format=csv", "/jobs/?format=json", "/jobs/?q=secret"]:
+        response = client.get(url, HTTP_HX_REQUEST="true") if url.endswith("secret") else client.get(url)
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        assert response.status_code == 200 and b"secret-a" in body, url
+        assert secret.encode() not in body, url

@@ -244,3 +244,119 @@ def test_durations_read_like_people_write_them(value, shown):
     from jobs.templatetags.jobs_extras import seconds
 
     assert seconds(value) == shown
+
+
+# --- secret environment variables ---------------------------------------------------------------
+
+SECRET = "hunter2-sk-live-0123456789"
+
+
+@pytest.fixture
+def secret_job(alice):
+    environment = {"API_TOKEN": SECRET, "MODE": "offline"}
+    return TrainingJob.objects.create(
+        owner=alice,
+        name="secret-0001",
+        entry_point="train.py",
+        status="Failed",
+        environment=environment,
+        secret_environment=["API_TOKEN"],
+        request={**REQUEST, "TrainingJobName": "secret-0001", "Environment": environment},
+        failure_reason=f"AlgorithmError: could not log in with {SECRET}",
+        failure_text=f"Traceback\nValueError: token {SECRET} refused",
+        error=f"AWS refused the request: Value '{{API_TOKEN={SECRET}}}' at 'environment'",
+    )
+
+
+def log_backend(*messages: str):
+    backend = patch("jobs.detail.get_backend").start()
+    events = [{"timestamp": 0, "message": m, "logStreamName": "algo-1"} for m in messages]
+    backend.return_value.tail_training_logs.return_value = (events, "token", False)
+    backend.return_value.get_training_logs.side_effect = [{"events": events, "nextForwardToken": "t"}, {}]
+    return backend
+
+
+def test_a_secret_value_is_never_on_the_job_page(client, bob, secret_job):
+    client.force_login(bob)
+    try:
+        log_backend(f"using token {SECRET}", "MODE=offline")
+        body = client.get("/jobs/secret-0001/").content.decode()
+    finally:
+        patch.stopall()
+    assert SECRET not in body
+    assert "&lt;secret: set at submit&gt;" in body
+    assert "offline" in body  # the other variables are shown as they are
+    assert "API_TOKEN: secret, sent with the request and never shown again" in body
+    assert 'id="code-secret-note"' in body and "put it in before running this" in body
+    assert "using token &lt;secret: set at submit&gt;" in body
+
+
+def test_view_as_code_shows_the_placeholder_in_valid_json_and_python(client, alice, secret_job):
+    import ast
+    import html
+    import re
+
+    client.force_login(alice)
+    body = client.get("/jobs/secret-0001/").content.decode()
+    request_json = html.unescape(re.search(r'<pre id="request">(.*?)</pre>', body, re.S)[1])
+    assert json.loads(request_json)["Environment"] == {
+        "API_TOKEN": "<secret: set at submit>",
+        "MODE": "offline",
+    }
+    code = html.unescape(
+        re.search(r'<details id="as-boto3"><summary>boto3</summary><pre>(.*?)</pre>', body, re.S)[1]
+    )
+    ast.parse(code)
+    assert "# <secret: set at submit> stands for a secret value" in code
+    assert (
+        "aws sagemaker create-training-job --region us-east-1 --cli-input-json file://secret-0001.json"
+        in body
+    )
+
+
+def test_a_job_not_submitted_yet_shows_the_request_to_come_without_the_secret(client, alice):
+    TrainingJob.objects.create(
+        owner=alice,
+        name="waiting-2",
+        entry_point="train.py",
+        environment={"API_TOKEN": SECRET},
+        secret_environment=["API_TOKEN"],
+    )
+    client.force_login(alice)
+    body = client.get("/jobs/waiting-2/").content.decode()
+    assert "Not submitted yet" in body and SECRET not in body and "&lt;secret: set at submit&gt;" in body
+
+
+def test_the_status_fragment_and_the_log_never_carry_the_secret(client, bob, secret_job):
+    client.force_login(bob)
+    try:
+        log_backend(f"using token {SECRET}")
+        final = client.get("/jobs/secret-0001/status/?was=InProgress", HTTP_HX_REQUEST="true")
+        poll = client.get("/jobs/secret-0001/log/?token=x", HTTP_HX_REQUEST="true")
+    finally:
+        patch.stopall()
+    try:
+        log_backend(f"using token {SECRET}")
+        download = b"".join(client.get("/jobs/secret-0001/log/?format=text").streaming_content).decode()
+    finally:
+        patch.stopall()
+    for body in (final.content.decode(), poll.content.decode(), download):
+        assert SECRET not in body
+        assert "secret: set at submit" in body
+
+
+def test_the_changes_against_the_parent_name_a_secret_never_its_value(client, alice, secret_job):
+    TrainingJob.objects.create(
+        owner=alice,
+        name="secret-0002",
+        entry_point="train.py",
+        parent=secret_job,
+        environment={"API_TOKEN": "another-secret-value", "MODE": "online", "DEBUG": "1"},
+        secret_environment=["API_TOKEN"],
+    )
+    client.force_login(alice)
+    body = client.get("/jobs/secret-0002/").content.decode()
+    assert SECRET not in body and "another-secret-value" not in body
+    assert "environment variable MODE: &#x27;offline&#x27; → &#x27;online&#x27;" in body
+    assert "environment variable DEBUG added: &#x27;1&#x27;" in body
+    assert "environment variable API_TOKEN" not in body  # secret on both sides: nothing to say

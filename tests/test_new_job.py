@@ -398,3 +398,123 @@ def test_the_new_job_endpoints_refuse_get_where_they_only_take_post(signed_in):
     assert signed_in.get("/new/code/").status_code == 405
     assert signed_in.get("/new/preview/").status_code == 405
     assert signed_in.put("/new/").status_code == 405
+
+
+# --- secret environment variables ---------------------------------------------------------------
+
+SECRET = "hunter2-sk-live-0123456789"
+
+
+def test_a_secret_value_is_sent_by_the_worker_and_its_key_kept_secret(signed_in):
+    from jobs.tasks import submit_job
+
+    data = form(
+        environment=[
+            {"key": "API_TOKEN", "value": SECRET, "secret": "on"},
+            {"key": "MODE", "value": "offline"},
+        ]
+    )
+    response, _ = submit(signed_in, data, [upload()])
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    job = TrainingJob.objects.get()
+    assert job.environment == {"API_TOKEN": SECRET, "MODE": "offline"}
+    assert job.secret_environment == ["API_TOKEN"]
+    # The worker's own task and request builder send the value itself.
+    with patch("jobs.tasks.get_backend") as backend:
+        assert submit_job(job.pk) == "submitted"
+    (sent,) = backend.return_value.create_training_job.call_args.args
+    assert sent["Environment"] == {"API_TOKEN": SECRET, "MODE": "offline"}
+
+
+def test_a_form_sent_back_with_a_problem_asks_for_the_secret_again(signed_in):
+    data = form(
+        name="bad name!",
+        environment=[{"key": "API_TOKEN", "value": SECRET, "secret": "on"}, {"key": "MODE", "value": "x"}],
+    )
+    body = errors_of(submit(signed_in, data, [upload()])[0])
+    assert SECRET not in body
+    assert 'type="password" name="env-0-value"' in body and 'value="x"' in body
+    assert 'name="env-0-secret"' in body and "checked" in body.split('name="env-0-secret"')[1][:80]
+
+
+def test_a_secret_without_a_value_is_refused_next_to_it(signed_in):
+    data = form(environment=[{"key": "API_TOKEN", "value": "", "secret": "on"}])
+    response, delay = submit(signed_in, data, [upload()])
+    errors_of(response)
+    message = response.context["page"].environment.forms[0].errors["value"][0]
+    assert message.startswith("Type the secret's value: it is never shown again")
+    delay.assert_not_called()
+
+
+def test_a_secret_value_keeps_the_api_limit_of_512_characters(signed_in):
+    data = form(environment=[{"key": "API_TOKEN", "value": "s" * 513, "secret": "on"}])
+    response, _ = submit(signed_in, data, [upload()])
+    body = errors_of(response)
+    assert response.context["page"].environment.forms[0].errors["value"] == [
+        "Ensure this value has at most 512 characters (it has 513)."
+    ]
+    assert "s" * 513 not in body
+
+
+def test_a_secret_box_ticked_alone_on_an_empty_row_is_not_a_500(signed_in):
+    data = form(environment=[{"key": "", "value": "", "secret": "on"}])
+    response, _ = submit(signed_in, data, [upload()])
+    assert response.status_code in (200, 302)
+
+
+def test_a_clone_keeps_the_secret_key_and_flag_and_asks_for_its_value(signed_in, alice):
+    parent = TrainingJob.objects.create(
+        owner=alice,
+        name="parent-1",
+        entry_point="train.py",
+        environment={"API_TOKEN": SECRET, "MODE": "offline"},
+        secret_environment=["API_TOKEN"],
+    )
+    response = signed_in.get(f"/jobs/{parent.name}/clone/")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert SECRET not in body
+    assert 'value="API_TOKEN"' in body and 'value="offline"' in body
+    assert 'type="password" name="env-0-value"' in body
+    assert 'name="env-0-secret"' in body and "checked" in body.split('name="env-0-secret"')[1][:80]
+    # Sent as it is, the form says to type the value; typed, the clone runs with it.
+    rows_back = [{"key": "API_TOKEN", "value": "", "secret": "on"}, {"key": "MODE", "value": "offline"}]
+    response, _ = submit(
+        signed_in, form(name="clone-1", parent="parent-1", environment=rows_back), [upload()]
+    )
+    assert "Type the secret" in errors_of(response)
+    rows_back[0]["value"] = "new-secret-value"
+    response, _ = submit(
+        signed_in, form(name="clone-1", parent="parent-1", environment=rows_back), [upload()]
+    )
+    assert response.status_code == 302
+    clone = TrainingJob.objects.get(name="clone-1")
+    assert clone.environment["API_TOKEN"] == "new-secret-value"
+    assert clone.secret_environment == ["API_TOKEN"]
+    # The message about what changed against the parent names the key, never a value.
+    page = signed_in.get("/jobs/clone-1/").content.decode()
+    assert "new-secret-value" not in page and SECRET not in page
+
+
+def test_the_preview_never_carries_the_environment(signed_in):
+    data = {
+        "name": "demo-1",
+        "entry_point": "train.py",
+        **rows("hp", []),
+        **rows("env", [{"key": "API_TOKEN", "value": SECRET, "secret": "on"}]),
+    }
+    response = signed_in.post("/new/preview/", data)
+    assert response.status_code == 200 and SECRET not in response.content.decode()
+
+
+def test_the_new_job_view_keeps_posted_values_out_of_error_reports(rf, alice):
+    from django.views.debug import SafeExceptionReporterFilter
+
+    from jobs import views
+
+    request = rf.post("/new/", {"env-0-value": SECRET})
+    request.user = alice
+    with patch.object(views.newjob, "NewJob", side_effect=RuntimeError("boom")), pytest.raises(RuntimeError):
+        views.new_job(request)
+    shown = SafeExceptionReporterFilter().get_post_parameters(request)
+    assert shown["env-0-value"] != SECRET

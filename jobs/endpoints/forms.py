@@ -9,8 +9,10 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.db.models import Value
+from django.db.models.functions import Lower
 
-from jobs.endpoints.models import MAX_BODY_BYTES, MAX_HEADER_CHARS, SavedTest
+from jobs.endpoints.models import MAX_BODY_BYTES, MAX_HEADER_CHARS, MAX_TEST_NAME_CHARS, SavedTest
 
 CONTENT_TYPES = ["application/json", "text/csv", "application/x-npy", "text/plain"]
 
@@ -64,7 +66,7 @@ class InvokeForm(forms.Form):
     custom_attributes = forms.CharField(
         max_length=MAX_HEADER_CHARS, required=False, label="Custom attributes"
     )
-    save_as = forms.CharField(max_length=100, required=False, label="Save as test named")
+    save_as = forms.CharField(max_length=MAX_TEST_NAME_CHARS, required=False, label="Save as test named")
     expect = forms.ChoiceField(choices=SavedTest.Expect.choices, initial="status", label="Expect")
     expected_status = forms.IntegerField(min_value=100, max_value=599, initial=200, required=False)
     json_path = forms.CharField(max_length=200, required=False, label="JSON path")
@@ -72,12 +74,66 @@ class InvokeForm(forms.Form):
     tolerance = forms.FloatField(min_value=0, required=False, label="±")
     pattern = forms.CharField(max_length=500, required=False, label="Regex")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, job: Any = None, user: Any = None, **kwargs: Any) -> None:
+        """``job`` and ``user``: whose saved tests a name is checked against, and who saves."""
         super().__init__(*args, **kwargs)
+        self.job, self.user = job, user
+        #: The user's own test of that name, which saving updates.
+        self.existing: SavedTest | None = None
         for name in ("content_type", "accept", "custom_attributes"):
             self.fields[name].error_messages["max_length"] = (
                 f"SageMaker refuses headers over {MAX_HEADER_CHARS} characters (this one has %(show_value)d)."
             )
+        self.fields["save_as"].error_messages["max_length"] = (
+            f"A test name has at most {MAX_TEST_NAME_CHARS} characters (this one has %(show_value)d)."
+        )
+
+    def clean_save_as(self) -> str:
+        name = self.cleaned_data["save_as"].strip()
+        if not name:
+            return ""
+        if not name.isprintable():
+            raise forms.ValidationError("A test name is one line of text, without control characters.")
+        if self.job is not None:
+            # The database compares in lower case too (the constraint on Lower("name")).
+            taken = (
+                SavedTest.objects.filter(job=self.job)
+                .alias(lower_name=Lower("name"))
+                .filter(lower_name=Lower(Value(name)))
+                .select_related("owner")
+                .first()
+            )
+            if taken is not None and (self.user is None or taken.owner_id != self.user.pk):
+                raise forms.ValidationError(self.name_taken(taken.name, taken.owner.get_username()))
+            self.existing = taken
+        return name
+
+    @staticmethod
+    def name_taken(name: str, owner: str = "") -> str:
+        by = f", saved by {owner}" if owner else ""
+        return (
+            f"This model has a test called {name!r} already{by} (names are the same whatever their "
+            "case): choose another name. Only who saved a test can change it."
+        )
+
+    def save_test(self) -> SavedTest:
+        """Save the request as a test of the job: a new one, or the user's own of that name.
+        ``IntegrityError`` if another user took the name meanwhile."""
+        data = self.cleaned_data
+        test = self.existing or SavedTest(job=self.job, owner=self.user)
+        test.name = data["save_as"]
+        test.body = data["raw_body"]
+        test.content_type = data["content_type"]
+        test.accept = data.get("accept") or ""
+        test.custom_attributes = data.get("custom_attributes") or ""
+        test.expect = data["expect"]
+        test.expected_status = data.get("expected_status") or 200
+        test.json_path = data.get("json_path") or ""
+        test.expected_value = data.get("expected_value") or ""
+        test.tolerance = data.get("tolerance")
+        test.pattern = data.get("pattern") or ""
+        test.save()
+        return test
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

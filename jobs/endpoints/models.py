@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 
 #: SageMaker's runtime limits (contract §3).
 MAX_BODY_BYTES = 6_291_456
 MAX_HEADER_CHARS = 1024
 #: Response bodies are kept up to this size (the rest is cut, and said so).
 MAX_STORED_RESPONSE = 1024 * 1024
+#: A saved test's name.
+MAX_TEST_NAME_CHARS = 100
 
 
 class Endpoint(models.Model):
@@ -43,6 +46,8 @@ class Endpoint(models.Model):
     instance_type = models.CharField(max_length=64)
     instance_count = models.PositiveIntegerField(default=1)
     environment = models.JSONField(default=dict, blank=True)
+    #: Keys of ``environment`` whose values are secret: sent, never shown (``jobs.redact``).
+    secret_environment = models.JSONField(default=list, blank=True)
     ttl_minutes = models.PositiveIntegerField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     #: The three requests as sent (CreateModel, CreateEndpointConfig, CreateEndpoint).
@@ -69,7 +74,11 @@ class Endpoint(models.Model):
 
 
 class SavedTest(models.Model):
-    """An invocation kept with a name and an expectation, re-run alone or as the job's suite."""
+    """An invocation kept with a name and an expectation, re-run alone or as the job's suite.
+
+    Names are unique per job regardless of case (as AWS names are): saving under a name in use
+    updates the test only for the user who saved it; anyone else is refused.
+    """
 
     class Expect(models.TextChoices):
         NONE = "none", "any answer"
@@ -79,7 +88,7 @@ class SavedTest(models.Model):
 
     job = models.ForeignKey("jobs.TrainingJob", on_delete=models.CASCADE, related_name="saved_tests")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=MAX_TEST_NAME_CHARS)
     body = models.BinaryField()
     content_type = models.CharField(max_length=256, default="application/json")
     accept = models.CharField(max_length=256, blank=True)
@@ -93,7 +102,7 @@ class SavedTest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["job", "name"], name="saved_test_name_per_job")]
+        constraints = [models.UniqueConstraint("job", Lower("name"), name="saved_test_name_per_job_any_case")]
         ordering = ["name"]
 
     def __str__(self) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy as _copy
 import csv
 import io
 import json
-import pprint
 import re
 import secrets
+import shlex
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from jobs import api_limits, bundles, storage, uploads
@@ -29,8 +31,9 @@ from jobs.backends.local.backend import model_s3_shaped
 from jobs.endpoints import deploy, tasks
 from jobs.endpoints.forms import CONTENT_TYPES, DeployForm, InvokeForm
 from jobs.endpoints.models import Endpoint, Invocation, SavedTest
-from jobs.forms import EnvironmentFormSet
+from jobs.forms import EnvironmentFormSet, environment_of
 from jobs.models import TrainingJob
+from jobs.redact import SECRET_NOTE, secrets_of
 from jobs.views import may_change
 
 LOG_LINES = 200
@@ -63,6 +66,7 @@ def inference_scripts(job: TrainingJob) -> list[str]:
     return preferred + [c for c in candidates if c not in preferred]
 
 
+@sensitive_post_parameters()  # secret environment values: never in an error report
 @login_required
 @require_http_methods(["GET", "POST"])
 def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
@@ -78,6 +82,7 @@ def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
         form = DeployForm(request.POST, entry_points=scripts)
         env = EnvironmentFormSet(request.POST, prefix="env")
         if form.is_valid() & env.is_valid():
+            environment, secret_environment = environment_of(env)
             endpoint = Endpoint(
                 name=form.cleaned_data["name"],
                 job=job,
@@ -85,7 +90,8 @@ def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
                 inference_entry_point=form.cleaned_data["inference_entry_point"],
                 instance_type=form.cleaned_data["instance_type"],
                 instance_count=form.cleaned_data["instance_count"],
-                environment={r["key"]: r["value"] for _, r in env.rows()},
+                environment=environment,
+                secret_environment=secret_environment,
                 ttl_minutes=form.cleaned_data.get("ttl_minutes"),
             )
             _check_requests(form, env, endpoint, job)
@@ -112,6 +118,7 @@ def _check_requests(form: DeployForm, env: Any, endpoint: Endpoint, job: Trainin
     if Endpoint.objects.filter(name=endpoint.name).exists():
         form.add_error("name", f"An endpoint called {endpoint.name!r} exists already.")
     env_rows = {r["key"]: i for i, r in env.rows()}
+    hidden = secrets_of(endpoint)  # a message quoting a value never quotes a secret one
     seen: set[tuple[str, str]] = set()
     for call, request in deploy.requests_for(endpoint, job, settings).items():
         if call == "CreateModel":  # file:// model data (local backend) checked in S3's shape
@@ -121,15 +128,16 @@ def _check_requests(form: DeployForm, env: Any, endpoint: Endpoint, job: Trainin
             if key in seen:
                 continue
             seen.add(key)
+            message = hidden.redact(problem.message)
             if problem.path in FIELDS:
-                form.add_error(FIELDS[problem.path], problem.message)
+                form.add_error(FIELDS[problem.path], message)
             elif problem.path.startswith("PrimaryContainer.Environment.") and (
                 problem.path.split(".", 2)[2] in env_rows
             ):
                 index = env_rows[problem.path.split(".", 2)[2]]
-                env.forms[index].add_error(api_limits.entry_field(problem), problem.message)
+                env.forms[index].add_error(api_limits.entry_field(problem), message)
             else:
-                form.add_error(None, f"{problem.path}: {problem.message}")
+                form.add_error(None, f"{problem.path}: {message}")
 
 
 @login_required
@@ -141,6 +149,19 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
     return render(request, "endpoints/list.html", {"page": page, "show_all": request.GET.get("all") == "1"})
 
 
+def shown(endpoint: Endpoint) -> Endpoint:
+    """A copy of ``endpoint`` for a page: what it shows passed through the redaction (never
+    saved)."""
+    hidden = secrets_of(endpoint)
+    if not hidden:
+        return endpoint
+    copy = _copy.copy(endpoint)
+    copy.environment = hidden.environment(endpoint.environment or {})
+    for field in ("requests", "error", "failure_reason"):
+        setattr(copy, field, hidden.redact(getattr(endpoint, field)))
+    return copy
+
+
 def _detail_context(
     request: HttpRequest, endpoint: Endpoint, form: InvokeForm | None = None
 ) -> dict[str, Any]:
@@ -148,10 +169,13 @@ def _detail_context(
     last = {}
     for run in Invocation.objects.filter(endpoint=endpoint, test__in=tests).order_by("-created_at")[:500]:
         last.setdefault(run.test_id, run)
+    page = shown(endpoint)
     return {
-        "endpoint": endpoint,
+        "endpoint": page,
+        "secret_keys": sorted(endpoint.secret_environment or []),
+        "secret_note": SECRET_NOTE,
         "can_change": may_change(request.user, endpoint.owner_id),
-        "form": form or InvokeForm(),
+        "form": form or InvokeForm(job=endpoint.job, user=request.user),
         "content_types": CONTENT_TYPES,
         "invocations": [
             invocation_context(i)
@@ -160,7 +184,7 @@ def _detail_context(
             ]
         ],
         "tests": [(t, last.get(t.pk)) for t in tests],
-        "requests_json": json.dumps(endpoint.requests, indent=2) if endpoint.requests else "",
+        "requests_json": json.dumps(page.requests, indent=2) if page.requests else "",
     }
 
 
@@ -174,7 +198,7 @@ def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
 def endpoint_status(request: HttpRequest, name: str) -> HttpResponse:
     """The status fragment: polls until the endpoint settles (InService or final)."""
     endpoint = get_object_or_404(Endpoint, name=name)
-    return render(request, "endpoints/_status.html", {"endpoint": endpoint})
+    return render(request, "endpoints/_status.html", {"endpoint": shown(endpoint)})
 
 
 @login_required
@@ -186,7 +210,9 @@ def endpoint_log(request: HttpRequest, name: str) -> HttpResponse:
         events, _, _ = get_backend().tail_endpoint_logs(endpoint.name, LOG_LINES)
     except (ClientError, BotoCoreError, ValueError) as exc:
         error = str(exc)
-    return render(request, "endpoints/_log.html", {"endpoint": endpoint, "events": events, "error": error})
+    hidden = secrets_of(endpoint)
+    ctx = {"endpoint": endpoint, "events": hidden.redact(events), "error": hidden.redact(error)}
+    return render(request, "endpoints/_log.html", ctx)
 
 
 @login_required
@@ -194,42 +220,28 @@ def endpoint_log(request: HttpRequest, name: str) -> HttpResponse:
 def invoke(request: HttpRequest, name: str) -> HttpResponse:
     """Send a request (any signed-in teammate); with a test name, save it as a test of the job."""
     endpoint = get_object_or_404(Endpoint.objects.select_related("job"), name=name)
-    form = InvokeForm(request.POST, request.FILES)
+    form = InvokeForm(request.POST, request.FILES, job=endpoint.job, user=request.user)
     if endpoint.status != Endpoint.Status.IN_SERVICE:
         form.add_error(None, f"The endpoint is {endpoint.status}: it takes requests once it is InService.")
     if not form.is_valid():
         return render(request, "endpoints/detail.html", _detail_context(request, endpoint, form), status=200)
     data = form.cleaned_data
-    test = None
-    with transaction.atomic():
-        if data.get("save_as"):
-            test, _ = SavedTest.objects.update_or_create(
-                job=endpoint.job,
-                name=data["save_as"].strip(),
-                defaults={
-                    "owner": request.user,
-                    "body": data["raw_body"],
-                    "content_type": data["content_type"],
-                    "accept": data.get("accept") or "",
-                    "custom_attributes": data.get("custom_attributes") or "",
-                    "expect": data["expect"],
-                    "expected_status": data.get("expected_status") or 200,
-                    "json_path": data.get("json_path") or "",
-                    "expected_value": data.get("expected_value") or "",
-                    "tolerance": data.get("tolerance"),
-                    "pattern": data.get("pattern") or "",
-                },
+    try:
+        with transaction.atomic():
+            test = form.save_test() if data.get("save_as") else None
+            invocation = Invocation.objects.create(
+                endpoint=endpoint,
+                test=test,
+                owner=request.user,
+                body=data["raw_body"],
+                content_type=data["content_type"],
+                accept=data.get("accept") or "",
+                custom_attributes=data.get("custom_attributes") or "",
             )
-        invocation = Invocation.objects.create(
-            endpoint=endpoint,
-            test=test,
-            owner=request.user,
-            body=data["raw_body"],
-            content_type=data["content_type"],
-            accept=data.get("accept") or "",
-            custom_attributes=data.get("custom_attributes") or "",
-        )
-        tasks.enqueue_invocation(invocation)
+            tasks.enqueue_invocation(invocation)
+    except IntegrityError:  # someone saved a test of that name meanwhile
+        form.add_error("save_as", form.name_taken(data["save_as"]))
+        return render(request, "endpoints/detail.html", _detail_context(request, endpoint, form), status=200)
     return redirect(f"/endpoints/{endpoint.name}/#invocation-{invocation.pk}")
 
 
@@ -260,35 +272,56 @@ def invocation_context(invocation: Invocation) -> dict[str, Any]:
     return {"inv": invocation, "shown": shown, **copy_as_code(invocation)}
 
 
+#: Text bodies up to this size are written into the snippets; others are read from BODY_FILE.
+INLINE_BODY_CHARS = 4096
+BODY_FILE = "request.body"
+RESPONSE_FILE = "response.out"
+
+
+def _inline_text(body: bytes) -> str | None:
+    """The body as text to write into a snippet, or None (binary, not UTF-8, or too long)."""
+    if not body or b"\x00" in body or len(body) >= INLINE_BODY_CHARS:
+        return None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def copy_as_code(invocation: Invocation) -> dict[str, str]:
+    """The invocation as boto3 code and as an AWS CLI command line. Every value is a Python
+    literal (``repr``) or quoted for the shell (``shlex.quote``): pasted, it sends exactly
+    this request and runs nothing else, whatever the headers hold."""
     body = bytes(invocation.body)
-    shown_body: Any = body.decode("utf-8") if body and b"\x00" not in body and len(body) < 4096 else body[:64]
-    kwargs: dict[str, Any] = {
-        "EndpointName": invocation.endpoint.name,
-        "ContentType": invocation.content_type,
-    }
-    if invocation.accept:
-        kwargs["Accept"] = invocation.accept
-    if invocation.custom_attributes:
-        kwargs["CustomAttributes"] = invocation.custom_attributes
-    kwargs["Body"] = shown_body
-    code = (
-        "import boto3\n\n"
-        f'runtime = boto3.client("sagemaker-runtime", region_name={settings.ANYJOB_REGION!r})\n'
-        f"response = runtime.invoke_endpoint(**{pprint.pformat(kwargs, sort_dicts=False, width=100)})\n"
-        'print(response["Body"].read())\n'
-    )
-    parts = [
-        "aws sagemaker-runtime invoke-endpoint",
-        f"--endpoint-name {invocation.endpoint.name}",
-        f"--content-type '{invocation.content_type}'",
+    text = _inline_text(body)
+    region = settings.ANYJOB_REGION
+    values = [
+        ("EndpointName", "--endpoint-name", invocation.endpoint.name),
+        ("ContentType", "--content-type", invocation.content_type),
     ]
     if invocation.accept:
-        parts.append(f"--accept '{invocation.accept}'")
+        values.append(("Accept", "--accept", invocation.accept))
     if invocation.custom_attributes:
-        parts.append("--custom-attributes '" + invocation.custom_attributes.replace("'", "'\\''") + "'")
-    parts += ["--body fileb://request.body", "response.out"]
-    return {"boto3_code": code, "cli": " \\\n  ".join(parts)}
+        values.append(("CustomAttributes", "--custom-attributes", invocation.custom_attributes))
+    unshown = f"the request's {len(body):,} bytes, not shown here"
+    code = ["import boto3", "", f"runtime = boto3.client({'sagemaker-runtime'!r}, region_name={region!r})"]
+    if text is None:
+        code += [f"with open({BODY_FILE!r}, 'rb') as f:  # {unshown}", "    body = f.read()"]
+    else:
+        code.append(f"body = {text!r}")
+    code.append("response = runtime.invoke_endpoint(")
+    code += [f"    {argument}={value!r}," for argument, _, value in values]
+    code += ["    Body=body,", ")", "print(response['Body'].read())"]
+    cli = (
+        [f"printf %s {shlex.quote(text)} > {shlex.quote(BODY_FILE)}"]
+        if text is not None
+        else [f"# {BODY_FILE}: {unshown}"]
+    )
+    parts = ["aws sagemaker-runtime invoke-endpoint", f"--region {shlex.quote(region)}"]
+    parts += [f"{option} {shlex.quote(value)}" for _, option, value in values]
+    parts += [f"--body {shlex.quote('fileb://' + BODY_FILE)}", shlex.quote(RESPONSE_FILE)]
+    cli.append(" \\\n  ".join(parts))
+    return {"boto3_code": "\n".join(code) + "\n", "cli": "\n".join(cli)}
 
 
 @login_required
