@@ -24,8 +24,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The PostgreSQL pass: the suite's tests that touch the database, again on a real PostgreSQL
+# server the tests start (tests/postgres.py). Left out: the modules with no database (the
+# container, the launcher, start-up errors, bundles, requests, the image environment) and the
+# browser tests (their stack keeps its own SQLite file, as `make run` does).
+POSTGRES_SKIP := tests/container tests/browser tests/test_make_run.py tests/test_launcher.py \
+	tests/test_start_errors.py tests/test_bundles.py tests/test_requests.py tests/local/test_image.py
+
 test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest
+	@if $(BIN)/python -m tests.postgres; then \
+	  echo "--- again on PostgreSQL (ANYJOB_TEST_DB=postgres): tests/ but $(POSTGRES_SKIP)"; \
+	  ANYJOB_TEST_DB=postgres $(BIN)/python -m pytest -p no:cacheprovider \
+	    $(addprefix --ignore=,$(POSTGRES_SKIP)); \
+	fi
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/train_overhead.py

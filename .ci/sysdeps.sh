@@ -3,8 +3,9 @@
 # Anything skipped is said plainly, with the command that would install it.
 set -uo pipefail
 # bubblewrap: the local backend's sandbox; wrk: bench/serve_throughput's load generator;
-# chromium: the browser tests (tests/browser) drive /usr/bin/chromium with Playwright.
-wanted=(bubblewrap wrk chromium)
+# chromium: the browser tests (tests/browser) drive /usr/bin/chromium with Playwright;
+# postgresql: the suite's PostgreSQL pass starts its own server (tests/postgres.py).
+wanted=(bubblewrap wrk chromium postgresql)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -19,6 +19,7 @@ from jobs.backends import get_backend
 from jobs.models import TrainingJob
 from jobs.redact import SECRET_NOTE, Secrets, secrets_of
 from jobs.requests import build_training_request, settings_kwargs
+from jobs.shape_order import in_shape_order
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _round(delta: timedelta) -> timedelta:
 def request_for(job: TrainingJob) -> dict[str, Any]:
     """The request as sent, or as it will be sent (a job not submitted yet)."""
     if job.request:
-        return job.request
+        return in_shape_order("CreateTrainingJob", job.request)  # jsonb keeps no key order
     try:
         code_uri = bundles.job_uri(job.name, settings.ANYJOB_ARTIFACT_STORE)
         return build_training_request(job, code_uri=code_uri, **settings_kwargs(settings))

@@ -25,9 +25,23 @@ os.environ.setdefault("ANYJOB_LOCAL_STOP_GRACE_SECONDS", "5")
 from webapp.settings import *  # noqa: F403
 from webapp.settings import DATABASES, VAR_DIR
 
-# The test database is a file, so job processes (other processes) share it with the tests.
-DATABASES["default"]["NAME"] = str(VAR_DIR / "test.sqlite3")
-DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+if os.environ.get("ANYJOB_TEST_DB") == "postgres":
+    # A real PostgreSQL server the tests start (tests/postgres.py); the test database has a
+    # fixed name, so job processes (other processes, same settings) reach it too.
+    from tests.postgres import USER, server_for_the_run
+
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": server_for_the_run(),
+        "USER": USER,
+        "NAME": "anyjob_test",
+        "TEST": {"NAME": "anyjob_test"},
+        "CONN_MAX_AGE": 0,
+    }
+else:
+    # The test database is a file, so job processes (other processes) share it with the tests.
+    DATABASES["default"]["NAME"] = str(VAR_DIR / "test.sqlite3")
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # whitenoise looks in STATIC_ROOT too (make run creates it; the test client does not).
 Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # noqa: F405

@@ -36,8 +36,10 @@ def team_env(var: Path, **variables: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         **variables,
     )
-    if os.environ.get("ANYJOB_TEST_DATABASE_URL"):  # the PostgreSQL pass: a database of its own
-        env["DATABASE_URL"] = os.environ["ANYJOB_TEST_DATABASE_URL"]
+    if os.environ.get("ANYJOB_TEST_POSTGRES_HOST"):  # the PostgreSQL pass: a database of its own
+        from tests.postgres import new_database
+
+        env["DATABASE_URL"] = new_database("anyjob_team")
     return env
 
 
