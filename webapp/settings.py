@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from jobs.backends.local.resources import default_max_instances
 from webapp.env import env_bool, env_list, env_number, env_public_url, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -218,6 +219,13 @@ ANYJOB_LOCAL_MAX_CHANNEL_BYTES = int(env_number("ANYJOB_LOCAL_MAX_CHANNEL_BYTES"
 #: endpoint is Failed, and how long InvokeEndpoint waits for an answer (SageMaker's 60 s).
 ANYJOB_LOCAL_ENDPOINT_STARTUP_SECONDS = env_number("ANYJOB_LOCAL_ENDPOINT_STARTUP_SECONDS", 120, minimum=1)
 ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS = env_number("ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS", 60, minimum=0.1)
+#: The machine's capacity: at most this many local instances run at once, training jobs and
+#: endpoints together; one more is refused with ResourceLimitExceeded, as AWS refuses a request
+#: past a quota. Default: one per core, at most one per 2 GiB of memory, at least one
+#: (max(1, min(cores, memory_GiB // 2)), see jobs/backends/local/resources.py).
+ANYJOB_LOCAL_MAX_INSTANCES = int(env_number("ANYJOB_LOCAL_MAX_INSTANCES", default_max_instances(), minimum=1))
+#: At most this many processes (and threads) in one job or endpoint: a fork bomb stops there.
+ANYJOB_LOCAL_MAX_PROCESSES = int(env_number("ANYJOB_LOCAL_MAX_PROCESSES", 1024, minimum=16))
 
 #: file:// channels and output paths of local jobs must lie under one of these folders, so a
 #: channel cannot copy the dashboard's own state (var/: database, secret key) into a job.

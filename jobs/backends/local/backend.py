@@ -46,7 +46,7 @@ from django.utils.timezone import now
 
 from jobs import api_limits, storage
 from jobs.backends.base import Backend
-from jobs.backends.local import endpoint_host, states
+from jobs.backends.local import capacity, endpoint_host, states
 from jobs.backends.local.models import (
     ACTIVE,
     SERVING,
@@ -59,6 +59,7 @@ from jobs.backends.local.models import (
     LocalTrainingJob,
     Status,
 )
+from jobs.backends.local.resources import instance_type_problem
 
 log = logging.getLogger(__name__)
 
@@ -636,6 +637,9 @@ class LocalBackend(Backend):
         op = "CreateTrainingJob"
         api_limits.check(op, as_s3_shaped(request))
         _check_local(request)
+        instance_type = request["ResourceConfig"]["InstanceType"]
+        if problem := instance_type_problem(instance_type):
+            raise client_error(op, VALIDATION, problem)
         name = request["TrainingJobName"]
         arn = f"arn:aws:sagemaker:{settings.ANYJOB_REGION}:{ACCOUNT}:training-job/{name.lower()}"
         at = now()
@@ -648,13 +652,17 @@ class LocalBackend(Backend):
             last_modified_time=at,
         )
         states.advance(job, "Starting", at)
-        _insert(
-            job,
-            op,
-            "ResourceInUse",
-            "Training job names must be unique within an AWS account and region, "
-            f"and a training job with this name already exists ({arn})",
-        )
+        self.reap_abandoned()  # a job whose process died gives its instance back
+        with capacity.locked():  # count and insert as one step: two creates never both pass
+            _insert(
+                job,
+                op,
+                "ResourceInUse",
+                "Training job names must be unique within an AWS account and region, "
+                f"and a training job with this name already exists ({arn})",
+            )
+            if problem := capacity.exceeded(instance_type, "training job"):
+                raise client_error(op, "ResourceLimitExceeded", problem)
         launch_executor(job)
         return {"TrainingJobArn": arn}
 
@@ -796,6 +804,9 @@ class LocalBackend(Backend):
         model = LocalModel.objects.filter(key=model_name.lower()).first()
         if model is None:
             raise _could_not_find(op, "model", "model", model_name)
+        instance_type = config.request["ProductionVariants"][0].get("InstanceType")
+        if instance_type and (problem := instance_type_problem(instance_type)):
+            raise client_error(op, VALIDATION, problem)
         at = now()
         endpoint = LocalEndpoint(
             name=name,
@@ -810,7 +821,11 @@ class LocalBackend(Backend):
             launched_at=at,
             machine=socket.gethostname(),
         )
-        _insert(endpoint, op, VALIDATION, f'Cannot create already existing endpoint "{arn}".')
+        self.reap_abandoned()  # a job whose process died gives its instance back
+        with capacity.locked():  # count and insert as one step: two creates never both pass
+            _insert(endpoint, op, VALIDATION, f'Cannot create already existing endpoint "{arn}".')
+            if problem := capacity.exceeded(instance_type or "serverless", "endpoint"):
+                raise client_error(op, "ResourceLimitExceeded", problem)
         self._launch(endpoint)
         return {"EndpointArn": arn}
 
