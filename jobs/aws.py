@@ -15,16 +15,22 @@ client is built from a fresh session under a lock. The cache key includes the pr
 inherited through ``fork`` — Celery's prefork pool — would share its parent's sockets) and the
 ``AWS_*`` environment, so a test or a process that changes ``AWS_ENDPOINT_URL_S3`` gets a client
 that honours it. ``reset()`` empties the cache (after credential files change, or in tests).
+
+``credentials=`` gives a client someone else's credentials instead of the chain's: the local
+backend's execution roles (``jobs.backends.local.roles``) stage a job's data with its role's.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from jobs.backends.local.roles import Credentials
 
 # boto3 itself (~0.15 s to import) is imported on first use: a local job with file:// data
 # never pays for it.
@@ -55,14 +61,24 @@ _lock = threading.Lock()
 _clients: dict[tuple, Any] = {}
 
 
-def client(service: str, *, region: str | None = None, **kwargs: Any) -> Any:
+def client(
+    service: str, *, region: str | None = None, credentials: Credentials | None = None, **kwargs: Any
+) -> Any:
     """A cached botocore client for ``service`` with the retry/timeout policy above.
 
-    ``region`` is the region name (``None``: boto3's default chain). ``kwargs`` go to
-    ``Session.client`` as they are (``endpoint_url``, ``aws_access_key_id``, …); a ``config``
-    among them is merged over ``DEFAULT_CONFIG``, its values winning. ``kwargs`` are part of the
-    cache key, so pass one long-lived ``Config`` object rather than a new one per call.
+    ``region`` is the region name (``None``: the credentials' region, else boto3's default
+    chain). ``credentials`` (a role's, see ``jobs.backends.local.roles``) replace the chain's
+    credentials entirely: the environment's ``AWS_ACCESS_KEY_ID`` and profiles are not
+    consulted for them. ``kwargs`` go to ``Session.client`` as they are (``endpoint_url``, …);
+    a ``config`` among them is merged over ``DEFAULT_CONFIG``, its values winning. ``kwargs``
+    are part of the cache key, so pass one long-lived ``Config`` object rather than a new one
+    per call.
     """
+    if credentials is not None:
+        region = region or credentials.region
+        kwargs["aws_access_key_id"] = credentials.access_key_id
+        kwargs["aws_secret_access_key"] = credentials.secret_access_key
+        kwargs["aws_session_token"] = credentials.session_token
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
     key = (os.getpid(), service, region, env, tuple(sorted(kwargs.items(), key=lambda kv: kv[0])))
     cached = _clients.get(key)

@@ -4,11 +4,17 @@ A wrong setting is reported here, in words, rather than as a traceback in a work
 AWS settings are warnings, not errors, so that the web server still starts (Django refuses to
 run with errors) and the new-job page can say what to fix; it refuses to submit meanwhile.
 ``manage.py check --fail-level WARNING`` makes them fatal, e.g. in a deployment pipeline.
+
+The local backend's security settings are errors: a sandbox that cannot run here (the backend
+then refuses to start code: it fails closed) and an unreadable ``ANYJOB_LOCAL_ROLES``.
+``problems()`` are what stop the new-job and deploy pages from submitting; ``advisories()``
+are warnings that do not (``ANYJOB_SANDBOX=off``, shown as a banner on every page instead).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Any
 
@@ -58,7 +64,135 @@ def problems() -> list[checks.CheckMessage]:
         )
     if backend == "sagemaker":
         found += _sagemaker_problems()
+    if backend == "local":
+        found += _sandbox_problems() + _role_problems()
     return found
+
+
+#: What to do when the sandbox cannot run, for the check's hint and the pages.
+SANDBOX_FIX = (
+    "Install bubblewrap: apt-get install bubblewrap; run anyjob as root so each job gets its own "
+    "uid; or set ANYJOB_SANDBOX=off on a single-user laptop (jobs then run unsandboxed, as the "
+    "service user)."
+)
+
+
+def _sandbox_problems() -> list[checks.CheckMessage]:
+    from jobs.backends.local import sandbox
+
+    try:
+        problem = sandbox.isolation_problem()  # None when it can run, or when it is off
+    except sandbox.SandboxError as exc:  # ANYJOB_SANDBOX itself is wrong
+        return [
+            checks.Error(_sentence(exc), hint="Set ANYJOB_SANDBOX=on (the default) or off.", id="anyjob.E030")
+        ]
+    if problem is None:
+        return []
+    return [
+        checks.Error(
+            _sentence(
+                f"The local backend cannot sandbox jobs on this machine, so it refuses to run any: {problem}"
+            ),
+            hint=SANDBOX_FIX,
+            id="anyjob.E031",
+        )
+    ]
+
+
+def _role_problems() -> list[checks.CheckMessage]:
+    from jobs.backends.local import roles
+
+    try:
+        mapped = roles.parse(settings.ANYJOB_LOCAL_ROLES)
+    except roles.RolesError as exc:
+        return [
+            checks.Error(
+                _sentence(exc),
+                hint='Map role ARNs to {"profile": "name"} or {"access_key_id": ..., '
+                '"secret_access_key": ...} (see README, Security model).',
+                id="anyjob.E020",
+            )
+        ]
+    found: list[checks.CheckMessage] = []
+    profiles = {arn: role.profile for arn, role in mapped.items() if role.profile}
+    if profiles:
+        import boto3.session
+
+        available = set(boto3.session.Session().available_profiles)
+        for arn, profile in sorted(profiles.items()):
+            if profile not in available:
+                found.append(
+                    checks.Error(
+                        f"ANYJOB_LOCAL_ROLES maps {arn} to the AWS profile {profile!r}, which the server's "
+                        "AWS config files do not have.",
+                        hint="Add the profile to ~/.aws/config (or AWS_CONFIG_FILE) of the user anyjob "
+                        "runs as, or map the role to keys.",
+                        id="anyjob.E021",
+                    )
+                )
+    store = settings.ANYJOB_ARTIFACT_STORE
+    if store.startswith("s3://") and settings.ANYJOB_ROLE_ARN not in mapped:
+        found.append(
+            checks.Warning(
+                f"ANYJOB_ARTIFACT_STORE is on S3, but local jobs run as ANYJOB_ROLE_ARN="
+                f"{settings.ANYJOB_ROLE_ARN!r}, which has no credentials here: they could not read their "
+                "code or write their artifacts.",
+                hint="Add the role to ANYJOB_LOCAL_ROLES, or use a file:// artifact store.",
+                id="anyjob.W022",
+            )
+        )
+    return found
+
+
+def advisories() -> list[checks.CheckMessage]:
+    """Warnings that do not stop submissions (``manage.py check`` shows them)."""
+    if settings.ANYJOB_BACKEND != "local":
+        return []
+    from jobs.backends.local import roles
+
+    found: list[checks.CheckMessage] = []
+    if sandbox_off():
+        found.append(
+            checks.Warning(
+                "ANYJOB_SANDBOX=off: local jobs and endpoints run unsandboxed, as the service user, and "
+                "can read and change everything anyjob can (its database, secret key and credentials).",
+                hint="Only on a single-user laptop. On a shared machine remove ANYJOB_SANDBOX (on is the "
+                "default).",
+                id="anyjob.W031",
+            )
+        )
+    raw = settings.ANYJOB_LOCAL_ROLES.strip()
+    if raw and not raw.startswith("{"):
+        try:
+            mode = os.stat(os.path.expanduser(raw)).st_mode
+        except OSError:
+            mode = 0  # E020 says it cannot be read
+        if mode & 0o077:
+            found.append(
+                checks.Warning(
+                    f"The {roles.SETTING} file {raw} is readable by other users of this machine; it may "
+                    "hold secret keys.",
+                    hint=f"chmod 600 {raw}",
+                    id="anyjob.W023",
+                )
+            )
+    return found
+
+
+def _sentence(text: object) -> str:
+    return str(text).rstrip().rstrip(".") + "."
+
+
+def sandbox_off() -> bool:
+    """Whether the local backend runs jobs without the sandbox, deliberately (``ANYJOB_SANDBOX=off``)."""
+    from jobs.backends.local import sandbox
+
+    if settings.ANYJOB_BACKEND != "local":
+        return False
+    try:
+        return sandbox.sandbox_mode() == "off"
+    except sandbox.SandboxError:
+        return False  # a wrong value is an error of its own (E030), and runs nothing
 
 
 def _sagemaker_problems() -> list[checks.CheckMessage]:
@@ -133,4 +267,4 @@ def _regions() -> frozenset[str]:
 
 @checks.register(checks.Tags.compatibility)
 def anyjob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    return problems()
+    return problems() + advisories()

@@ -32,6 +32,22 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
+def local_role(settings) -> str:
+    """The local placeholder role mapped to ``FAKE_AWS``'s keys (``ANYJOB_LOCAL_ROLES``): local
+    jobs under it may then name s3:// locations, staged and uploaded with those keys."""
+    import json
+
+    role = "arn:aws:iam::000000000000:role/anyjob-local"
+    keys = {
+        "access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        "secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        "session_token": FAKE_AWS["AWS_SESSION_TOKEN"],
+    }
+    settings.ANYJOB_LOCAL_ROLES = json.dumps({role: keys})
+    return role
+
+
+@pytest.fixture
 def s3_client(s3_env: dict[str, str]):
     import boto3
 

@@ -113,7 +113,7 @@ def test_the_page_offers_a_generated_name_and_the_default_instance_type(signed_i
     assert 'name="ch-TOTAL_FORMS"' in body
 
 
-def test_a_single_script_becomes_a_pending_job(signed_in, alice):
+def test_a_single_script_becomes_a_pending_job(signed_in, alice, local_role):
     data = form(
         channels=[
             {"name": "train", "uri": f"file://{EXAMPLES}/linear/data", "content_type": "text/csv"},

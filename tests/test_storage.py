@@ -359,8 +359,8 @@ def test_an_object_gone_before_its_download_is_a_channel_error(bucket, s3_client
     put(s3_client, bucket, {"d/a": b"x"})
     listed = storage._s3_objects
 
-    def listing_then_delete(loc, uri):
-        for key, length in listed(loc, uri):
+    def listing_then_delete(loc, uri, client=None):
+        for key, length in listed(loc, uri, client):
             s3_client.delete_object(Bucket=bucket, Key=key)
             yield key, length
 
@@ -376,7 +376,7 @@ def test_an_object_gone_before_its_download_is_a_channel_error(bucket, s3_client
 def test_an_unreachable_endpoint_is_not_reported_as_missing_objects(s3_env, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     no_retries = Config(retries={"mode": "standard", "max_attempts": 0}, connect_timeout=1)
-    monkeypatch.setattr(storage, "_s3", lambda: aws.client("s3", config=no_retries))
+    monkeypatch.setattr(storage, "_s3", lambda credentials=None: aws.client("s3", config=no_retries))
     with pytest.raises(
         ChannelError, match=r"^Data download failed:Failed to download data\. s3://bkt/d/: Could not"
     ):

@@ -34,7 +34,7 @@ from jobs.endpoints.models import Endpoint, Invocation, SavedTest
 from jobs.forms import EnvironmentFormSet, environment_of
 from jobs.models import TrainingJob
 from jobs.redact import SECRET_NOTE, secrets_of
-from jobs.views import may_change
+from jobs.views import configuration_problems, may_change
 
 LOG_LINES = 200
 FIELDS = {
@@ -78,6 +78,7 @@ def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, "Only a completed job with a model can be deployed.")
         return redirect("job_detail", name=job.name)
     scripts = inference_scripts(job)
+    config = configuration_problems()  # the system checks' findings: shown, and nothing deploys
     if request.method == "POST":
         form = DeployForm(request.POST, entry_points=scripts)
         env = EnvironmentFormSet(request.POST, prefix="env")
@@ -95,6 +96,8 @@ def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
                 ttl_minutes=form.cleaned_data.get("ttl_minutes"),
             )
             _check_requests(form, env, endpoint, job)
+            if config:
+                form.add_error(None, "anyjob is not configured to deploy endpoints: see the problems above.")
             if not form.errors and not env.total_error_count():
                 if endpoint.ttl_minutes:
                     endpoint.expires_at = timezone.now() + timedelta(minutes=endpoint.ttl_minutes)
@@ -110,7 +113,8 @@ def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
     else:
         form = DeployForm(initial={"name": generate_name(job)}, entry_points=scripts)
         env = EnvironmentFormSet(prefix="env")
-    return render(request, "endpoints/deploy.html", {"job": job, "form": form, "env": env})
+    ctx = {"job": job, "form": form, "env": env, "config_problems": config}
+    return render(request, "endpoints/deploy.html", ctx)
 
 
 def _check_requests(form: DeployForm, env: Any, endpoint: Endpoint, job: TrainingJob) -> None:

@@ -235,7 +235,7 @@ def test_a_job_runs_exactly_once(backend, code, output) -> None:
     assert LocalLogEvent.objects.filter(job__name=name, message="sleeping").count() == 1
 
 
-def test_channels_come_from_s3(backend, output, s3_client, s3_env) -> None:
+def test_channels_come_from_s3(backend, output, s3_client, s3_env, local_role) -> None:
     code, data = linear_example()
     s3_client.create_bucket(Bucket="training-data")
     s3_client.upload_file(str(data / "train.csv"), "training-data", "linear/train/part-0.csv")
@@ -253,7 +253,9 @@ def test_channels_come_from_s3(backend, output, s3_client, s3_env) -> None:
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
 
 
-def test_an_empty_channel_fails_the_job_as_sagemaker_does(backend, code, output, s3_client, s3_env) -> None:
+def test_an_empty_channel_fails_the_job_as_sagemaker_does(
+    backend, code, output, s3_client, s3_env, local_role
+) -> None:
     s3_client.create_bucket(Bucket="empty-data")
     name = unique("empty")
     backend.create_training_job(

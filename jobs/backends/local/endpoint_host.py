@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.backends.local.executor import AWS_PASSTHROUGH, FAILURE_REASON_MAX, MAX_LINE, detach
+from jobs.backends.local.executor import FAILURE_REASON_MAX, MAX_LINE, detach
 
 log = logging.getLogger("anyjob.local.endpoint")
 
@@ -429,6 +429,7 @@ class Host:
     def prepare_model(self) -> None:
         """A fresh ``ml/`` with the model data unpacked into ``ml/model``."""
         from jobs import storage
+        from jobs.backends.local import roles
 
         shutil.rmtree(self.ml, ignore_errors=True)
         for sub in ("model", "code"):
@@ -440,7 +441,8 @@ class Host:
         archive = self.root / "model.tar.gz"
         started = time.monotonic()
         try:
-            storage.download_file(url, archive)
+            role = self.plan["model"].get("ExecutionRoleArn")
+            storage.download_file(url, archive, credentials=roles.storage_credentials(role, url))
         except (storage.StorageError, OSError) as exc:
             reason = f'ClientError: Failed to download model data from URL "{url}": {exc}'
             raise ModelDataError(reason) from None
@@ -455,15 +457,18 @@ class Host:
 
     def sandbox_spec(self, python: Path, port: int) -> Any:
         from jobs import storage
-        from jobs.backends.local import image, sandbox
+        from jobs.backends.local import image, roles, sandbox
 
         env = {**image.IMAGE_ENV, **(self.container.get("Environment") or {})}
         env["SAGEMAKER_BIND_TO_PORT"] = str(port)
         env["ANYJOB_BIND_HOST"] = "127.0.0.1"
         env.setdefault("SAGEMAKER_REGION", self.plan["region"])
         env["ANYJOB_STOP_GRACE_SECONDS"] = f"{self.plan['stop_grace_seconds']:g}"
-        # The execution role's credentials, so the container can fetch s3:// code.
-        env.update({k: v for k, v in os.environ.items() if AWS_PASSTHROUGH.fullmatch(k)})
+        # The execution role's credentials, so the container can fetch s3:// code (none when the
+        # model is isolated or the role unmapped; never the server's own). Environment wins.
+        model = self.plan["model"]
+        isolated = bool(model.get("EnableNetworkIsolation"))
+        env = {**roles.job_environment(model.get("ExecutionRoleArn"), isolated=isolated), **env}
         expose = list(image.runtime_paths(python))
         code = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
         if code.startswith("file://"):
