@@ -46,7 +46,7 @@ from django.utils.timezone import now
 
 from jobs import api_limits, storage
 from jobs.backends.base import Backend
-from jobs.backends.local import capacity, endpoint_host, states
+from jobs.backends.local import capacity, endpoint_host, roles, states
 from jobs.backends.local.models import (
     ACTIVE,
     SERVING,
@@ -150,7 +150,48 @@ def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         uri = source.get("S3Uri")
         if isinstance(uri, str):
             problems += _file_root_problems(f"{where}.DataSource.S3DataSource.S3Uri", uri)
+    problems += role_problems(request.get("RoleArn"), training_s3_locations(request))
     return problems
+
+
+def training_s3_locations(request: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(path, uri)`` of every location a training job reads or writes on its role's behalf."""
+    found: list[tuple[str, Any]] = []
+    for i, channel in enumerate(request.get("InputDataConfig") or []):
+        source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
+        found.append((f"InputDataConfig[{i}].DataSource.S3DataSource.S3Uri", source.get("S3Uri")))
+    code = _decoded_hp((request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
+    return [
+        *found,
+        ("OutputDataConfig.S3OutputPath", (request.get("OutputDataConfig") or {}).get("S3OutputPath")),
+        ("HyperParameters.sagemaker_submit_directory", code),
+        ("CheckpointConfig.S3Uri", (request.get("CheckpointConfig") or {}).get("S3Uri")),
+    ]
+
+
+def role_problems(role_arn: Any, locations: list[tuple[str, Any]]) -> list[tuple[str, str, str]]:
+    """``s3://`` locations are read and written with the role's credentials, never the
+    server's: a role without credentials here (``ANYJOB_LOCAL_ROLES``) may name none."""
+    s3 = [path for path, uri in locations if isinstance(uri, str) and uri.startswith("s3://")]
+    if not s3 or roles.is_mapped(role_arn if isinstance(role_arn, str) else None):
+        return []
+    message = roles.unmapped_message(role_arn if isinstance(role_arn, str) else None)
+    return [(path, VALIDATION, message) for path in s3]
+
+
+def sandbox_refusal(operation: str) -> None:
+    """Fail closed: with ``ANYJOB_SANDBOX=on`` (the default), no job or endpoint starts on a
+    machine where the sandbox cannot run (``sandbox.isolation_problem``)."""
+    from jobs.backends.local import sandbox
+    from jobs.checks import SANDBOX_FIX
+
+    try:
+        problem = sandbox.isolation_problem()  # None when it can run, or when it is off
+    except sandbox.SandboxError as exc:  # ANYJOB_SANDBOX itself is wrong
+        problem = str(exc)
+    if problem:
+        message = f"The local backend cannot sandbox code on this machine, so it runs none: {problem}."
+        raise client_error(operation, VALIDATION, f"{message} {SANDBOX_FIX}")
 
 
 def _decoded_hp(raw: Any) -> Any:
@@ -322,6 +363,41 @@ def describe(job: LocalTrainingJob) -> dict[str, Any]:
     return out
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a plan file readable by anyjob alone (0600): it holds the request, whose
+    Environment may carry secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+#: The server's own credentials: a job's process works with its role's alone, so that no step
+#: of it can fall back to them (boto3's chain would find these first).
+SERVER_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+}
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a job's or an endpoint's process: ours without the server's
+    credentials, with this process's ``ANYJOB_LOCAL_ROLES`` (which ``roles`` reads there
+    before Django is set up)."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_CREDENTIALS}
+    env[roles.SETTING] = settings.ANYJOB_LOCAL_ROLES
+    return env
+
+
 def launch_executor(job: LocalTrainingJob) -> None:
     """Start the job's process, detached: it outlives the worker or web process that asked.
 
@@ -346,10 +422,11 @@ def launch_executor(job: LocalTrainingJob) -> None:
         "django_settings": os.environ.get("DJANGO_SETTINGS_MODULE", "webapp.settings"),
     }
     plan_file = job_root / "plan.json"
-    plan_file.write_text(json.dumps(plan))
+    write_private(plan_file, json.dumps(plan))
     subprocess.run(
         [sys.executable, "-m", "jobs.backends.local.executor", "--detach", str(plan_file)],
         cwd=settings.BASE_DIR,
+        env=child_environment(),
         stdin=subprocess.DEVNULL,
         check=True,
         timeout=30,
@@ -482,6 +559,11 @@ def model_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     code = (container.get("Environment") or {}).get("SAGEMAKER_SUBMIT_DIRECTORY")
     if isinstance(code, str) and code.startswith(("/", "file://")):
         problems += _path_problems("PrimaryContainer.Environment.SAGEMAKER_SUBMIT_DIRECTORY", code)
+    locations = [
+        ("PrimaryContainer.ModelDataUrl", url),
+        ("PrimaryContainer.Environment.SAGEMAKER_SUBMIT_DIRECTORY", code),
+    ]
+    problems += role_problems(request.get("ExecutionRoleArn"), locations)
     return problems
 
 
@@ -595,10 +677,11 @@ def launch_endpoint_host(endpoint: LocalEndpoint) -> None:
         "django_settings": os.environ.get("DJANGO_SETTINGS_MODULE", "webapp.settings"),
     }
     plan_file = root / f"plan-{endpoint.generation}.json"
-    plan_file.write_text(json.dumps(plan))
+    write_private(plan_file, json.dumps(plan))
     subprocess.run(
         [sys.executable, "-m", "jobs.backends.local.endpoint_host", "--detach", str(plan_file)],
         cwd=settings.BASE_DIR,
+        env=child_environment(),
         stdin=subprocess.DEVNULL,
         check=True,
         timeout=30,
@@ -635,6 +718,7 @@ class LocalBackend(Backend):
     # -- training jobs ---------------------------------------------------------------------
     def create_training_job(self, request: Mapping[str, Any]) -> dict[str, Any]:
         op = "CreateTrainingJob"
+        sandbox_refusal(op)
         api_limits.check(op, as_s3_shaped(request))
         _check_local(request)
         instance_type = request["ResourceConfig"]["InstanceType"]
@@ -791,6 +875,7 @@ class LocalBackend(Backend):
 
     def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
         op = "CreateEndpoint"
+        sandbox_refusal(op)
         api_limits.check(op, request)
         if request.get("DeploymentConfig"):
             raise client_error(op, VALIDATION, "The local backend does not support DeploymentConfig.")
