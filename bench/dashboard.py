@@ -1,4 +1,4 @@
-"""bench/dashboard: the job history and a job's page with 100,000 jobs in SQLite.
+"""bench/dashboard: the job history and a job's page with 100,000 jobs, in SQLite and in PostgreSQL.
 
 Seeds a throwaway database with ``manage.py seed_jobs`` (1,000 jobs, then up to ``--count``),
 signs a user in, and times requests through Django's test client (the whole request: sessions,
@@ -8,11 +8,17 @@ searches, page 500, and one job's page. The baseline is ``/accounts/login/`` thr
 client in the same run (a template, the session and the user, no job query). Queries per page
 are counted at 1,000 and at ``--count`` jobs, and for page sizes 10 and 200: they must not grow.
 
+Both databases by default, each in a child process of its own, then side by side: SQLite (a
+file under a temporary folder) and PostgreSQL (a throwaway server started for the run, on a
+unix socket, as the tests start it: tests/postgres.py; fsync off, as there). ``--database``
+runs one of them alone.
+
 Targets: p95 ≤ 150 ms for each history variant, ≤ 50 ms for a job's page, queries constant.
 A miss is reported, not an error (exit 0). ``--explain`` prints each page's SQL, time and plan.
 The seeded job pages have no log in the local backend: the log tail costs one lookup.
 
-Run: ``make bench`` or ``.venv/bin/python bench/dashboard.py [--count N] [--runs N] [--explain] [--keep]``.
+Run: ``make bench`` or ``.venv/bin/python bench/dashboard.py [--count N] [--runs N]
+[--database sqlite|postgres|both] [--explain] [--keep]``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +49,7 @@ os.environ.update(
         "ANYJOB_LOG_LEVEL": "WARNING",
     }
 )
-os.environ.pop("DATABASE_URL", None)  # always the throwaway SQLite file under VAR
+os.environ.pop("DATABASE_URL", None)  # a throwaway database: SQLite under VAR, or a new server
 
 HISTORY_P95_MS = 150
 DETAIL_P95_MS = 50
@@ -58,10 +65,24 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000, help="jobs in the history (default 100,000)")
     parser.add_argument("--runs", type=int, default=30, help="timed requests per page, after 3 warm-ups")
     parser.add_argument("--explain", action="store_true", help="print each page's queries and plans")
-    parser.add_argument("--keep", action="store_true", help=f"keep the database ({VAR})")
+    parser.add_argument("--keep", action="store_true", help=f"keep the SQLite database ({VAR})")
+    parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
     args = parser.parse_args()
     if not args.keep:
         atexit.register(shutil.rmtree, VAR, ignore_errors=True)
+    if args.database == "both":
+        side_by_side(args)
+        return
+    if args.database == "postgres":
+        from tests.postgres import Server
+
+        server = Server()
+        atexit.register(server.stop)
+        os.environ["DATABASE_URL"] = server.url("anyjob_bench")
+        import psycopg
+
+        with psycopg.connect(host=server.host, user="anyjob", dbname="postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE anyjob_bench")
 
     import django
 
@@ -76,6 +97,7 @@ def main() -> None:
     from jobs.models import TrainingJob
 
     setup_test_environment()
+    Path(VAR, "static").mkdir(exist_ok=True)  # whitenoise looks there too
     call_command("migrate", verbosity=0)
     client = Client()
     client.force_login(get_user_model().objects.create_user("bench"))
@@ -124,6 +146,11 @@ def main() -> None:
     cpu = time.process_time()
     call_command("seed_jobs", count=args.count, stdout=io.StringIO())
     seed_s, seed_cpu = time.perf_counter() - started, time.process_time() - cpu
+    if connection.vendor == "postgresql":
+        # What autovacuum does soon after a bulk load: statistics for the planner, and the
+        # visibility map that lets index-only scans skip the table.
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
     urls = pages()
     counts_big = {label: len(queries(url)) for label, url in urls.items()}
     page_sizes = {}
@@ -147,8 +174,15 @@ def main() -> None:
             samples.append((time.perf_counter() - start) * 1000)
         timings[label] = samples
 
-    size = os.path.getsize(Path(VAR) / "anyjob.sqlite3") / 1e6
-    print(f"dashboard: {args.count:,} jobs (SQLite {size:,.0f} MB), {args.runs} timed requests a page")
+    if connection.vendor == "sqlite":
+        size = os.path.getsize(Path(VAR) / "anyjob.sqlite3") / 1e6
+        database = f"SQLite {size:,.0f} MB"
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_database_size(current_database()), version()")
+            size, version = cursor.fetchone()
+        database = f"{version.split(' on ')[0]}, {size / 1e6:,.0f} MB"
+    print(f"dashboard: {args.count:,} jobs ({database}), {args.runs} timed requests a page")
     print(f"  seed_jobs: {args.count - small:,} jobs in {seed_s:.1f} s ({seed_cpu:.1f} s CPU)")
     base = statistics.median(timings["baseline /accounts/login/"])
     header = f"  {'page':42} {'median ms':>9} {'p95 ms':>7} {'x base':>7} {'queries':>14}  target"
@@ -181,11 +215,34 @@ def main() -> None:
         print(f"  queries of ?q=imagenet: {shown} ({'constant' if steady else 'GROWS'})")
     if args.explain:
         explain(urls, queries)
-    print(json.dumps({"count": args.count, "seed_s": round(seed_s, 1), "pages": summary}))
+    result = {"count": args.count, "seed_s": round(seed_s, 1), "database": database, "pages": summary}
+    print(json.dumps(result))
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """Each database in a child process (its own settings), then one table of both."""
+    results = {}
+    for database in ("sqlite", "postgres"):
+        argv = [sys.executable, __file__, "--database", database, "--count", str(args.count)]
+        argv += ["--runs", str(args.runs)] + (["--explain"] if args.explain else [])
+        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
+        print(done.stdout, end="")
+        if done.returncode != 0:
+            print(f"dashboard: the {database} run failed ({done.returncode})")
+            return
+        results[database] = json.loads(done.stdout.strip().splitlines()[-1])
+    sqlite, postgres = results["sqlite"], results["postgres"]
+    print(f"\ndashboard side by side: {args.count:,} jobs; p95 ms (median ms), queries")
+    print(f"  {'page':42} {'SQLite':>18} {'PostgreSQL':>18}")
+    for label, a in sqlite["pages"].items():
+        b = postgres["pages"][label]
+        cells = [f"{r['p95_ms']:.1f} ({r['median_ms']:.1f}), {r['queries']}" for r in (a, b)]
+        print(f"  {label:42} {cells[0]:>18} {cells[1]:>18}")
+    print(f"  {'seed_jobs (s)':42} {sqlite['seed_s']:>18} {postgres['seed_s']:>18}")
 
 
 def explain(urls: dict[str, str], queries) -> None:
-    """Each page's queries: time (executed and fetched again, alone), SQL and SQLite's plan."""
+    """Each page's queries: time (executed and fetched again, alone), SQL and the database's plan."""
     from django.db import connection
 
     for label, url in urls.items():
@@ -199,9 +256,10 @@ def explain(urls: dict[str, str], queries) -> None:
                 took = (time.perf_counter() - start) * 1000
                 print(f"  {took:7.1f} ms  {sql[:300]}{'…' if len(sql) > 300 else ''}")
                 if sql.startswith("SELECT"):
-                    cursor.execute("EXPLAIN QUERY PLAN " + sql)
+                    sqlite = connection.vendor == "sqlite"
+                    cursor.execute(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + sql)
                     for row in cursor.fetchall():
-                        print(f"             plan: {row[-1]}")
+                        print(f"             plan: {row[-1] if sqlite else row[0]}")
 
 
 if __name__ == "__main__":
