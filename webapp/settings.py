@@ -116,15 +116,15 @@ DATABASES = {
         conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 0)),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # No JIT compilation: it pays off for long analytical queries, while a history page's
+    # count over 100,000 rows then spends more time compiling (~50 ms) than running.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # No JIT compilation: it pays off for long analytical queries, while a history page's
-    # count over 100,000 rows then spends more time compiling (~50 ms) than running.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
