@@ -7,6 +7,7 @@ artifact store, all under ``var/``.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
     "jobs",
     "jobs.endpoints",
     "jobs.backends.local",
@@ -88,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it answers a locked-out sign-in (webapp.signin.locked_out).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -135,7 +139,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -143,9 +146,59 @@ STORAGES = {
 # `make run` serves the files where they are (no collectstatic step); the image collects them
 # into STATIC_ROOT, compressed, when it is built.
 WHITENOISE_USE_FINDERS = True
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "history"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- signing in (webapp/signin.py) ------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": int(env_number("ANYJOB_PASSWORD_MIN_LENGTH", 10, minimum=1))},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+#: django-axes first: it refuses a locked-out username or address before any password check.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Failed sign-ins are counted per username and, separately, per address; a success resets them.
+AXES_FAILURE_LIMIT = int(env_number("ANYJOB_SIGNIN_FAILURES", 5, minimum=1))
+AXES_COOLOFF_TIME = timedelta(minutes=env_number("ANYJOB_SIGNIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "webapp.signin.locked_out"
+AXES_CLIENT_IP_CALLABLE = "webapp.signin.client_ip"
+AXES_VERBOSE = False
+#: Behind ANYJOB_PUBLIC_URL: how many proxies append to X-Forwarded-For (the client's address
+#: is that many hops from the right).
+ANYJOB_PROXY_COUNT = int(env_number("ANYJOB_PROXY_COUNT", 1, minimum=1))
+#: Invitations: the one-time link to choose a password lasts this long.
+ANYJOB_INVITE_DAYS = int(env_number("ANYJOB_INVITE_DAYS", 7, minimum=1))
+PASSWORD_RESET_TIMEOUT = ANYJOB_INVITE_DAYS * 24 * 3600
+# Mail for invitations (unset EMAIL_HOST: the admin copies the link from the page).
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = int(env_number("EMAIL_PORT", 587, minimum=1))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "anyjob@localhost")
+# Single sign-on through OpenID Connect (mozilla-django-oidc), on when OIDC_RP_CLIENT_ID is set.
+# The variables are the library's own settings, read from the environment.
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT")
+OIDC_RP_SIGN_ALGO = env_str("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
+OIDC_CREATE_USER = env_bool("OIDC_CREATE_USER", True)
+#: The name on the sign-in page's button ("Sign in with …").
+ANYJOB_OIDC_NAME = env_str("ANYJOB_OIDC_NAME", "single sign-on")
+if OIDC_RP_CLIENT_ID:
+    AUTHENTICATION_BACKENDS.append("webapp.signin.TeamOIDCBackend")
 
 LOGGING = {
     "version": 1,
@@ -189,10 +242,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-pending": {"task": "jobs.sweep_pending", "schedule": 60.0, "options": {"expires": 50}},
 }
 
-# --- anyjob ----------------------------------------------------------------------------
 #: GET /healthz: a worker or beat silent for this long is down (they report every 2 s).
 ANYJOB_HEALTH_STALE_SECONDS = int(env_number("ANYJOB_HEALTH_STALE_SECONDS", 20, minimum=1))
 
+# --- anyjob ----------------------------------------------------------------------------
 #: Where jobs run: "local" (the embedded SageMaker emulator) or "sagemaker" (AWS).
 ANYJOB_BACKEND = env_str("ANYJOB_BACKEND", "local")
 #: The region requests name (the local backend uses it in ARNs too).

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from jobs import views
+from webapp import signin
 from webapp.health import healthz
 
 urlpatterns = [
@@ -24,7 +25,11 @@ urlpatterns = [
     path("jobs/<str:name>/clone/", views.clone, name="clone_job"),
     path("jobs/<str:name>/resubmit/", views.resubmit, name="resubmit_job"),
     path("", include("jobs.endpoints.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", signin.LoginView.as_view(), name="login"),
+    path("accounts/invite/", signin.invite, name="invite"),
+    path("accounts/welcome/<uidb64>/<token>/", signin.welcome, name="welcome"),
+    path("oidc/authenticate/", signin.oidc_start, name="oidc_authentication_init"),
+    path("oidc/callback/", signin.oidc_callback, name="oidc_authentication_callback"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
