@@ -4,8 +4,9 @@
 set -uo pipefail
 # bubblewrap: the local backend's sandbox; wrk: bench/serve_throughput's load generator;
 # chromium: the browser tests (tests/browser) drive /usr/bin/chromium with Playwright;
-# postgresql: the suite's PostgreSQL pass starts its own server (tests/postgres.py).
-wanted=(bubblewrap wrk chromium postgresql)
+# postgresql: the suite's PostgreSQL pass starts its own server (tests/postgres.py);
+# docker-compose: checks compose.yaml (`config` needs no container engine).
+wanted=(bubblewrap wrk chromium postgresql docker-compose)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
