@@ -12,9 +12,10 @@ URIs
 Errors
     ``StorageError`` (a ``ValueError``) for a bad URI or a failed operation, with the subclasses
     ``NotFound`` (no such object, file, bucket or archive member), ``TooLarge`` (a read over its
-    limit) and ``ChannelError`` (``stage_prefix``: a message in SageMaker's words). Local
-    ``OSError``\\ s from the caller's own paths (a missing file to upload, an unwritable
-    destination) are not wrapped, except in ``stage_prefix``.
+    limit; ``PackLimitExceeded``: a directory too big for ``pack_dir``) and ``ChannelError``
+    (``stage_prefix``: a message in SageMaker's words). Local ``OSError``\\ s from the caller's
+    own paths (a missing file to upload, an unwritable destination) are not wrapped, except in
+    ``stage_prefix``.
 
 Channel layout (``stage_prefix``)
     An S3Prefix channel holds every object whose key starts with the prefix — a plain string
@@ -46,18 +47,28 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import ClientError
 
 from jobs import aws
+from jobs.backends.local import readback
+
+if TYPE_CHECKING:
+    from jobs.backends.local.roles import Credentials
 
 MAX_URI_CHARS = 1024  # SageMaker's S3Uri limit; S3's key limit is 1024 bytes
 CHUNK = 1024 * 1024
 _BUCKET = re.compile(r"[a-zA-Z0-9._-]{1,255}")  # what botocore itself accepts before sending
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+#: ``pack_dir``'s default bounds: entries walked, bytes of file data (SageMaker's default
+#: volume, 30 GB, the SDK's ``volume_size``; callers pass the job's own), directory depth.
+PACK_MAX_MEMBERS = 100_000
+PACK_MAX_BYTES = 30 * 1024**3
+PACK_MAX_DEPTH = 128
 
 
 class StorageError(ValueError):
@@ -73,6 +84,11 @@ class NotFound(StorageError):
 
 class TooLarge(StorageError):
     """A read would return more than its ``max_bytes``."""
+
+
+class PackLimitExceeded(TooLarge):
+    """``pack_dir``: the directory holds more entries or bytes than the archive may.
+    ``detail`` is the message without the directory's path."""
 
 
 class ChannelError(StorageError):
@@ -156,13 +172,14 @@ def parse(uri: str, *, prefix: bool = False) -> Location:
 # --- single objects ---------------------------------------------------------------------------
 
 
-def upload_file(path: Path, uri: str) -> None:
+def upload_file(path: Path, uri: str, *, credentials: Credentials | None = None) -> None:
     """Store the local file ``path`` at ``uri`` (S3: managed transfer, multipart when large;
-    file: written to a temporary name beside the target, then renamed; parents are created)."""
+    file: written to a temporary name beside the target, then renamed; parents are created).
+    ``credentials``: a role's for S3 (default: boto3's chain)."""
     loc = parse(uri)
     if loc.scheme == "s3":
         with _s3_errors(uri):
-            _s3().upload_file(str(path), loc.bucket, loc.key)
+            _s3(credentials).upload_file(str(path), loc.bucket, loc.key)
     else:
         with open(path, "rb") as src:
             _write_atomically(loc.path, src)
@@ -276,15 +293,15 @@ def read_bytes(uri: str, max_bytes: int) -> bytes:
     return data
 
 
-def download_file(uri: str, path: Path) -> None:
+def download_file(uri: str, path: Path, *, credentials: Credentials | None = None) -> None:
     """Copy the object at ``uri`` to the local ``path`` (parents created; the file appears
-    complete or not at all)."""
+    complete or not at all). ``credentials``: a role's for S3 (default: boto3's chain)."""
     loc = parse(uri)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if loc.scheme == "s3":
         with _s3_errors(uri):
-            _s3().download_file(loc.bucket, loc.key, str(path))  # temp name + rename inside
+            _s3(credentials).download_file(loc.bucket, loc.key, str(path))  # temp name + rename inside
     else:
         with _file_errors(uri), open(loc.path, "rb") as src:
             _write_atomically(path, src)
@@ -334,6 +351,7 @@ def stage_prefix(
     max_bytes: int | None = None,
     link: bool = True,
     role_arn: str | None = None,
+    credentials: Credentials | None = None,
 ) -> StageResult:
     """Copy a channel's data into ``dest`` as SageMaker does for an S3Prefix channel in File mode
     (layout in the module docstring); return how many files and bytes landed.
@@ -351,6 +369,8 @@ def stage_prefix(
     files (FIFOs, sockets, devices) are skipped; an empty directory is an empty channel. A hard
     link shares the source's inode: a script that rewrites a channel file in place would change
     the source, so mount the channel read-only or pass ``link=False``.
+
+    ``credentials``: the role's, for an ``s3://`` channel (default: boto3's chain).
     """
     loc = parse(uri, prefix=True)
     dest = Path(dest)
@@ -358,7 +378,7 @@ def stage_prefix(
     budget = _Budget(uri, max_bytes)
     try:
         if loc.scheme == "s3":
-            files = _stage_s3(loc, uri, dest, budget, role_arn)
+            files = _stage_s3(loc, uri, dest, budget, role_arn, _s3(credentials))
         else:
             files = _stage_file(loc, uri, dest, budget, link)
     except OSError as exc:
@@ -385,12 +405,11 @@ class _Budget:
         self.used += length
 
 
-def _stage_s3(loc: Location, uri: str, dest: Path, budget: _Budget, role_arn: str | None) -> int:
-    client = _s3()
+def _stage_s3(loc: Location, uri: str, dest: Path, budget: _Budget, role_arn: str | None, client: Any) -> int:
     base = _s3_base(loc.key)
     files = seen = 0
     try:
-        for key, length in _s3_objects(loc, uri):
+        for key, length in _s3_objects(loc, uri, client):
             seen += 1
             object_uri = f"s3://{loc.bucket}/{key}"
             target = dest / _safe_relative(key[len(base) :], object_uri)
@@ -543,80 +562,266 @@ def _walk(root: Path) -> Iterator[tuple[Path, str, os.stat_result]]:
 # --- archives ---------------------------------------------------------------------------------
 
 
-def pack_dir(src: Path, dest: Path, *, inside: Path | None = None) -> Path:
+@dataclass(frozen=True)
+class Skipped:
+    """A member ``pack_dir`` left out: its name relative to the packed directory, and why
+    (``"a symbolic link to outside the directory"``). ``str()`` gives ``name: reason`` with
+    the name escaped for a log line."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{readback.shown(self.name)}: {self.reason}"
+
+
+@dataclass
+class _PackLimits:
+    shown_as: str
+    max_members: int
+    max_bytes: int
+    members: int = 0
+    bytes: int = 0
+
+    def fail(self, detail: str) -> PackLimitExceeded:
+        exc = PackLimitExceeded(f"{self.shown_as} {detail}")
+        exc.detail = detail
+        return exc
+
+    def count_member(self) -> None:
+        if self.members >= self.max_members:
+            raise self.too_many()
+        self.members += 1
+
+    def too_many(self) -> PackLimitExceeded:
+        return self.fail(f"holds more than {self.max_members} files, directories and other entries")
+
+    def charge(self, size: int) -> None:
+        if self.bytes + size > self.max_bytes:
+            raise self.fail(f"holds more than {_bytes_shown(self.max_bytes)} of files")
+        self.bytes += size
+
+
+def pack_dir(
+    src: Path,
+    dest: Path,
+    *,
+    inside: Path | None = None,
+    max_members: int = PACK_MAX_MEMBERS,
+    max_bytes: int = PACK_MAX_BYTES,
+    skipped: list[Skipped] | None = None,
+) -> Path:
     """Write ``src``'s contents to the gzipped tar ``dest`` as SageMaker packs ``model.tar.gz``:
     members named relative to ``src`` at the top level, in sorted order, owner 0, permission
-    bits only; a missing ``src`` gives an empty archive. Symlinks are kept only when they resolve
-    inside ``src`` (rewritten as relative links); FIFOs, sockets and devices are skipped. The
-    archive appears at ``dest`` complete or not at all. Returns ``dest``.
+    bits only; a missing ``src`` gives an empty archive. The same tree always gives the same
+    bytes. The archive appears at ``dest`` complete or not at all. Returns ``dest``.
 
-    ``inside`` is the directory ``src`` must still be in once symlinks are resolved. Pass the job
-    directory: the user's script could have replaced ``model/`` or ``output/`` with a link to a
-    directory of this machine, which would otherwise be packed and uploaded."""
+    ``src`` is read as hostile data (a job's ``model/`` or ``output/data/``; see
+    ``jobs.backends.local.readback``): walked by directory descriptors with ``lstat``, never
+    following a link. Left out, each with a ``Skipped`` appended to ``skipped``: symbolic
+    links that do not resolve to something inside ``src`` (those that do are kept, as relative
+    links), FIFOs, sockets and devices (never opened), regular files with more than one name
+    (a hard link may be a file outside ``src``), anything on another filesystem than ``src``
+    (a mount point), directories nested more than ``PACK_MAX_DEPTH`` deep, and anything that
+    cannot be opened or changed while it was read. Each file is opened with ``O_NOFOLLOW`` and
+    must be the very file looked at (device and inode). More than ``max_members`` entries
+    (skipped ones count: they cost the walk too) or more than ``max_bytes`` of file data
+    (apparent sizes: a sparse file counts at its full size) raise ``PackLimitExceeded``
+    before that much is read.
+
+    ``inside`` is the directory ``src`` must be in without going through a symbolic link
+    (pass the job directory: the user's script could have replaced ``model/`` or ``output/``
+    with a link to a directory of this machine, which would otherwise be packed and uploaded).
+    Without it ``src`` is the caller's own path, opened as written."""
     src, dest = Path(src), Path(dest)
-    root = src.resolve() if src.exists() else None
-    if root is not None and inside is not None and not root.is_relative_to(Path(inside).resolve()):
-        raise StorageError(f"{src} leads outside {inside} through a symlink")
-    if root is not None and not root.is_dir():
-        raise StorageError(f"{src} is not a directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if root is not None and dest.resolve().is_relative_to(root):
-        raise StorageError(f"{dest} is inside the directory it packs ({src})")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    root_fd = _open_pack_root(src, inside)
     try:
-        with (
-            os.fdopen(fd, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            if root is not None:
-                _add_tree(tar, root)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        if root_fd is not None and not stat.S_ISDIR(os.fstat(root_fd).st_mode):
+            raise StorageError(f"{src} is not a directory")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if root_fd is not None and dest.resolve().is_relative_to(src.resolve()):
+            raise StorageError(f"{dest} is inside the directory it packs ({src})")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            with (
+                os.fdopen(fd, "wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz,
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                if root_fd is not None:
+                    _add_tree(
+                        tar,
+                        root_fd,
+                        Path(os.path.realpath(src)),
+                        _PackLimits(str(src), max_members, max_bytes),
+                        skipped if skipped is not None else [],
+                    )
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
     return dest
 
 
-def _add_tree(tar: tarfile.TarFile, root: Path) -> None:
-    for path, relative, st in _walk(root):
-        info = tarfile.TarInfo(relative)
-        info.mtime, info.mode = int(st.st_mtime), st.st_mode & 0o777
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        if stat.S_ISDIR(st.st_mode):
-            info.type = tarfile.DIRTYPE
-            tar.addfile(info)
-        elif stat.S_ISREG(st.st_mode):
-            with contextlib.suppress(FileNotFoundError), _open_nofollow(path) as f:
-                info.size = os.fstat(f.fileno()).st_size
-                tar.addfile(info, f)
-        elif stat.S_ISLNK(st.st_mode):
-            try:
-                target = path.resolve(strict=True)
-            except (OSError, RuntimeError):  # dangling, or a loop
-                continue
-            if target != root and target.is_relative_to(root):
-                info.type = tarfile.SYMTYPE
-                info.linkname = os.path.relpath(target, path.parent)
-                tar.addfile(info)
+def _bytes_shown(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
 
 
-@contextlib.contextmanager
-def _open_nofollow(path: Path) -> Iterator[IO[bytes]]:
-    """Open a regular file for reading, or raise FileNotFoundError if it has been swapped for
-    something else (a symlink, a FIFO) since it was looked at."""
+def _open_pack_root(src: Path, inside: Path | None) -> int | None:
+    """A descriptor of the directory ``pack_dir`` packs, or None when it does not exist."""
+    if inside is None:
+        try:
+            return os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            raise StorageError(f"{src} is not a directory") from None
+    base = Path(os.path.abspath(inside))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FileNotFoundError(path) from exc
-        raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FileNotFoundError(path)
-        yield f
+        relative = Path(os.path.abspath(src)).relative_to(base)
+    except ValueError:
+        raise StorageError(f"{src} is not inside {inside}") from None
+    if os.path.lexists(src) and not Path(os.path.realpath(src)).is_relative_to(os.path.realpath(base)):
+        raise StorageError(f"{src} leads outside {inside} through a symlink")
+    try:
+        return readback.open_dir(base, relative)
+    except readback.Refused as refused:
+        if refused.missing:
+            return None
+        raise StorageError(f"{src} is not packed: {refused.reason} (links are not followed)") from None
+
+
+def _add_tree(
+    tar: tarfile.TarFile, root_fd: int, root: Path, limits: _PackLimits, skipped: list[Skipped]
+) -> None:
+    """Add everything below the directory ``root_fd`` (whose real path is ``root``, used only
+    to judge where a symbolic link leads) to ``tar``; see ``pack_dir``."""
+    device = os.fstat(root_fd).st_dev
+    stack: list[tuple[Iterator[str], int, str]] = [(_names(root_fd, limits), root_fd, "")]
+    try:
+        while stack:
+            names, dir_fd, prefix = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if dir_fd != root_fd:
+                    os.close(dir_fd)
+                continue
+            relative = prefix + name
+            limits.count_member()
+            try:
+                st = readback.lstat_at(dir_fd, name)
+            except FileNotFoundError:
+                continue
+            info = tarfile.TarInfo(relative)
+            info.mtime, info.mode = int(st.st_mtime), st.st_mode & 0o777
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            why = _why_not_packed(st, device, depth=len(stack))
+            if why:
+                skipped.append(Skipped(relative, why))
+            elif stat.S_ISDIR(st.st_mode):
+                try:
+                    child = readback.open_dir_at(dir_fd, name, shown_as=relative, device=device)
+                except readback.Refused as refused:
+                    if not refused.missing:
+                        skipped.append(Skipped(relative, refused.what))
+                    continue
+                opened = os.fstat(child)
+                if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                    os.close(child)
+                    skipped.append(Skipped(relative, "changed while anyjob was reading it"))
+                    continue
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+                stack.append((_names(child, limits), child, relative + "/"))
+            elif stat.S_ISREG(st.st_mode):
+                try:
+                    fd = readback.open_regular_at(dir_fd, name, shown_as=relative, device=device, expect=st)
+                except readback.Refused as refused:
+                    if not refused.missing:
+                        skipped.append(Skipped(relative, refused.what))
+                    continue
+                with os.fdopen(fd, "rb") as f:
+                    opened = os.fstat(fd)
+                    if opened.st_nlink > 1:
+                        skipped.append(Skipped(relative, _hard_link(opened.st_nlink)))
+                        continue
+                    limits.charge(opened.st_size)
+                    info.size = opened.st_size
+                    tar.addfile(info, f)
+            else:  # a symbolic link
+                target = _link_inside(dir_fd, name, root, root / relative)
+                if target is None:
+                    skipped.append(Skipped(relative, "a symbolic link to outside the directory"))
+                    continue
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.path.relpath(target, (root / relative).parent)
+                tar.addfile(info)
+    finally:
+        for _, dir_fd, _ in stack:
+            if dir_fd != root_fd:
+                os.close(dir_fd)
+
+
+def _why_not_packed(st: os.stat_result, device: int, *, depth: int) -> str:
+    """Why the entry ``st`` (an ``lstat``) is left out of an archive, or "" to pack it."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return ""  # judged by where it leads
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        return readback.describe(mode)  # a FIFO, socket or device: never opened
+    if st.st_dev != device:
+        return "on another filesystem (a mount point)"
+    if stat.S_ISDIR(mode) and depth > PACK_MAX_DEPTH:
+        return f"a directory nested more than {PACK_MAX_DEPTH} levels deep"
+    if stat.S_ISREG(mode) and st.st_nlink > 1:
+        return _hard_link(st.st_nlink)
+    return ""
+
+
+def _hard_link(nlink: int) -> str:
+    return readback.hard_link(nlink)
+
+
+def _names(dir_fd: int, limits: _PackLimits) -> Iterator[str]:
+    """The names in the directory ``dir_fd``, sorted; listing stops (``PackLimitExceeded``)
+    as soon as there are more than the member bound leaves room for."""
+    room = limits.max_members - limits.members
+    names = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            names.append(entry.name)
+            if len(names) > room:
+                raise limits.too_many()
+    return iter(sorted(names))
+
+
+def _link_inside(dir_fd: int, name: str, root: Path, path: Path) -> Path | None:
+    """Where the symbolic link ``name`` in ``dir_fd`` (at ``path``) leads, when that is
+    something strictly inside ``root``; else None. A target that is plainly outside is
+    judged from the link's text alone, without looking anything up on this machine."""
+    try:
+        text = os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+    lexical = Path(os.path.normpath(os.path.join(path.parent, text)))
+    if lexical == root or not lexical.is_relative_to(root):
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return None
+    if target == root or not target.is_relative_to(root):
+        return None
+    return target
 
 
 def list_tar_members(uri: str, *, max_members: int = 10_000) -> list[MemberInfo]:
@@ -672,8 +877,8 @@ def _open_tar(uri: str) -> Iterator[tarfile.TarFile]:
 # --- plumbing ---------------------------------------------------------------------------------
 
 
-def _s3():
-    return aws.client("s3")
+def _s3(credentials: Credentials | None = None) -> Any:
+    return aws.client("s3", credentials=credentials)
 
 
 def _s3_base(key: str) -> str:
@@ -681,9 +886,9 @@ def _s3_base(key: str) -> str:
     return key[: key.rfind("/") + 1]
 
 
-def _s3_objects(loc: Location, uri: str) -> Iterator[tuple[str, int]]:
+def _s3_objects(loc: Location, uri: str, client: Any = None) -> Iterator[tuple[str, int]]:
     """(key, size) of every object under ``loc``'s prefix, in key order."""
-    paginator = _s3().get_paginator("list_objects_v2")
+    paginator = (client or _s3()).get_paginator("list_objects_v2")
     with _s3_errors(uri):
         for page in paginator.paginate(Bucket=loc.bucket, Prefix=loc.key):
             for item in page.get("Contents", ()):

@@ -113,6 +113,7 @@ def outside_tmp() -> Iterator[Path]:
         break
     else:
         pytest.skip("no writable folder outside /tmp, /run and /opt for paths to hide")
+    path.chmod(0o755)  # reachable by the job's uid, so only hiding hides what is in it
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -280,14 +281,22 @@ def test_hidden_paths_look_empty_and_their_unix_sockets_are_unreachable(
             """
         ),
     )
+    # The control run: with every folder open to everyone and nothing hidden, everything is
+    # there to take (the job's own uid is then no obstacle): only hiding stands in the way.
+    for folder in [var, *var.parents]:
+        if folder == Path("/") or not str(folder).startswith(str(outside_tmp.parent)):
+            break
+        folder.chmod(folder.stat().st_mode | 0o005)
+    for path in var.rglob("*"):
+        path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
+    lone.chmod(0o644)
     try:
-        # The control run: without hiding, everything is there to take.
         proc, out = run(train_spec(job_dir, image_python, network=True))
         assert proc.returncode == 0, out
         seen = results(job_dir)
         assert seen["own"] is True
         assert seen["secret"] == "another team's model" and seen["lone"].startswith("aws_")
-        assert seen["redis"] is None
+        assert seen["redis"] == "OSError 13", "a socket another uid made: not ours to connect to"
         spec = train_spec(job_dir, image_python, network=True, hide=[var, lone, IMAGE_ENV_ROOT])
         spec = dataclasses.replace(spec, expose_ro=[*spec.expose_ro, store / "sourcedir.tar.gz"])
         proc, out = run(spec)
@@ -299,7 +308,7 @@ def test_hidden_paths_look_empty_and_their_unix_sockets_are_unreachable(
     assert hidden["own"] is False, "even the job's own host path is hidden (it is /opt/ml)"
     assert hidden["secret"] == hidden["db"] == "OSError 2"  # ENOENT
     assert hidden["lone"] == "OSError 13"  # EACCES: /dev/null on a nodev mount
-    assert hidden["redis"] == "OSError 2"
+    assert hidden["redis"] == "OSError 2"  # and, hidden, not even there
     assert hidden["store"] == ["sourcedir.tar.gz"] and hidden["code"] == "this job's code"
 
 
@@ -347,7 +356,9 @@ def test_the_image_env_still_runs_with_the_home_directory_hidden(job_dir: Path, 
 
 @needs_bwrap
 @pytest.mark.parametrize("network", [False, True])
-def test_network_isolation_cuts_even_loopback(job_dir: Path, image_python: Path, network: bool) -> None:
+def test_the_machines_loopback_is_out_of_reach_with_and_without_isolation(
+    job_dir: Path, image_python: Path, network: bool
+) -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -366,7 +377,8 @@ def test_network_isolation_cuts_even_loopback(job_dir: Path, image_python: Path,
     finally:
         server.close()
     assert proc.returncode == 0, out
-    assert results(job_dir)["connect"] == (None if network else "OSError 111")  # ECONNREFUSED
+    # ECONNREFUSED: the job's own loopback, where nothing listens (pasta maps none of ours)
+    assert results(job_dir)["connect"] == "OSError 111"
 
 
 @needs_bwrap
@@ -519,10 +531,11 @@ def test_no_descriptor_of_ours_leaks_into_the_job(job_dir: Path, image_python: P
 # -- without the sandbox -----------------------------------------------------------------------
 
 
-def test_anyjob_sandbox_none_runs_the_same_job_without_isolation(
-    job_dir: Path, image_python: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("value", ["off", "none"])
+def test_anyjob_sandbox_off_runs_the_same_job_without_isolation(
+    job_dir: Path, image_python: Path, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    monkeypatch.setenv("ANYJOB_SANDBOX", "none")
+    monkeypatch.setenv("ANYJOB_SANDBOX", value)
     lay_out(
         job_dir,
         """
@@ -533,34 +546,32 @@ def test_anyjob_sandbox_none_runs_the_same_job_without_isolation(
     proc, out = run(train_spec(job_dir, image_python))
     assert proc.returncode == 0, out
     assert not proc.isolated
-    assert proc.note == "ran without isolation: the sandbox is turned off (ANYJOB_SANDBOX=none)"
+    assert proc.note == "ran without isolation: the sandbox is turned off (ANYJOB_SANDBOX=off)"
     assert (job_dir / "model" / "model.txt").read_text() == str(job_dir)
 
 
-def test_without_bwrap_the_note_says_it_is_not_installed(
+def test_without_bwrap_nothing_runs_at_all(
     job_dir: Path, image_python: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)  # as on a machine without it
+    assert sandbox.isolation_problem() == "bubblewrap (bwrap) is not installed"
     assert not sandbox.bwrap_available()
-    lay_out(job_dir, "print('ran')\n")
-    proc, out = run(train_spec(job_dir, image_python))
-    assert proc.returncode == 0, out
-    assert proc.note == "ran without isolation: bubblewrap (bwrap) is not installed"
-    monkeypatch.setenv("ANYJOB_SANDBOX", "bwrap")
-    with pytest.raises(SandboxError, match="ANYJOB_SANDBOX=bwrap, but bubblewrap"):
+    lay_out(job_dir, "open('/opt/ml/model/ran', 'w').write('yes')\n")
+    with pytest.raises(SandboxError, match="the sandbox cannot run on this machine: bubblewrap"):
         SandboxedProcess.start(train_spec(job_dir, image_python))
+    assert not (job_dir / "model" / "ran").exists(), "fails closed: the command never ran"
 
 
 def test_a_bad_anyjob_sandbox_value_is_refused(job_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANYJOB_SANDBOX", "docker")
-    with pytest.raises(SandboxError, match="ANYJOB_SANDBOX must be one of auto, bwrap, none"):
+    with pytest.raises(SandboxError, match="ANYJOB_SANDBOX must be on or off, not 'docker'"):
         SandboxedProcess.start(Sandbox(job_dir, ["true"]))
 
 
 def test_without_isolation_kill_still_gets_every_child(
     job_dir: Path, image_python: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ANYJOB_SANDBOX", "none")
+    monkeypatch.setenv("ANYJOB_SANDBOX", "off")
     lay_out(job_dir, STUBBORN)
     with SandboxedProcess.start(train_spec(job_dir, image_python), stdout=subprocess.DEVNULL) as proc:
         wait_for_file(job_dir / "model" / "started")
@@ -592,7 +603,9 @@ def test_the_command_line_hides_files_and_directories_and_exposes_only_inside_hi
     )
     argv = sandbox.bwrap_argv(spec)
     line = " ".join(argv)
-    assert argv[:5] == ["bwrap", "--ro-bind", "/", "/", "--dev"]
+    namespaces = sandbox._namespace_args(network=False)
+    assert argv[: len(namespaces) + 4] == ["bwrap", *namespaces, "--ro-bind", "/", "/"]
+    assert "--unshare-user --disable-userns --unshare-pid --unshare-ipc --unshare-uts" in line
     assert f"--tmpfs {var} " in line and f"--ro-bind /dev/null {var}/db.sqlite3" in line
     assert f"--ro-bind {var}/image {var}/image" in line
     assert str(outside_tmp / "visible") not in line, "visible already: nothing to bind"
@@ -604,8 +617,8 @@ def test_the_command_line_hides_files_and_directories_and_exposes_only_inside_hi
     assert "missing" not in line
     # the secret inside the exposed folder is covered again, after the exposure
     assert line.rindex(f"--tmpfs {var}/image/secret") > line.index(f"--ro-bind {var}/image")
-    assert f"--bind {outside_tmp} /opt/ml --unshare-pid --unshare-ipc --unshare-net" in line
-    assert "--die-with-parent --new-session --cap-drop ALL --chdir /opt/ml -- python" in line
+    assert f"--bind {outside_tmp} /opt/ml --die-with-parent" in line and "--unshare-net" in line
+    assert "--die-with-parent --new-session --cap-drop ALL --chdir /opt/ml --clearenv -- python" in line
     assert "--unshare-net" not in sandbox.bwrap_argv(Sandbox(outside_tmp, ["python"], network=True))
     with pytest.raises(SandboxError, match="cannot expose"):
         sandbox.bwrap_argv(Sandbox(outside_tmp, ["python"], hide=[var], expose_ro=[var / "nothing"]))

@@ -419,6 +419,7 @@ def launch_executor(job: LocalTrainingJob) -> None:
         "heartbeat_seconds": settings.ANYJOB_LOCAL_HEARTBEAT_SECONDS,
         "max_log_events": settings.ANYJOB_LOCAL_MAX_LOG_EVENTS,
         "max_channel_bytes": settings.ANYJOB_LOCAL_MAX_CHANNEL_BYTES,
+        "max_processes": settings.ANYJOB_LOCAL_MAX_PROCESSES,
         "django_settings": os.environ.get("DJANGO_SETTINGS_MODULE", "webapp.settings"),
     }
     plan_file = job_root / "plan.json"

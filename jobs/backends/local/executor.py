@@ -50,10 +50,6 @@ FAILURE_REASON_MAX = 1024
 MAX_LINE = 16 * 1024  # longer log lines are cut (CloudWatch's own limit is 256 KiB)
 FLUSH_SECONDS = 0.5
 FLUSH_LINES = 500
-#: Passed into the sandbox when the job may use the network, so the container can read s3://.
-AWS_PASSTHROUGH = re.compile(
-    r"AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN|REGION|DEFAULT_REGION|ENDPOINT_URL.*)"
-)
 
 
 def utcnow() -> datetime:
@@ -133,7 +129,12 @@ class JobRun:
         self.name: str = plan["name"]
         self.key: str = plan["key"]
         self.job_root = Path(plan["job_root"])
-        self.ml = self.job_root / "ml"
+        # On the job's volume (volume.py) once ``start`` has made it: /opt/ml and /tmp.
+        self.ml = self.job_root / "volume" / "ml"
+        self.tmp = self.job_root / "volume" / "tmp"
+        self.volume: Any = None
+        self.confinement: Any = None
+        self.instance_type: str = self.request["ResourceConfig"]["InstanceType"]
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_requested = threading.Event()
         self.lost = threading.Event()
@@ -151,8 +152,13 @@ class JobRun:
     def start(self) -> None:
         """Stage the channels and start the container; a failure is kept for ``finish``."""
         from jobs import storage
-        from jobs.backends.local import image, sandbox
+        from jobs.backends.local import image, roles, sandbox
 
+        try:
+            self.prepare_instance()
+        except (sandbox.SandboxError, OSError) as exc:
+            self.early_failure = f"InternalServerError: could not prepare the instance: {exc}"
+            return
         try:
             self.write_config()
             budget = min(
@@ -167,6 +173,9 @@ class JobRun:
                     max_bytes=budget,
                     link=False,
                     role_arn=self.request.get("RoleArn"),
+                    credentials=roles.storage_credentials(
+                        self.request.get("RoleArn"), channel["DataSource"]["S3DataSource"]["S3Uri"]
+                    ),
                 )
                 budget -= staged.bytes
         except storage.StorageError as exc:
@@ -181,12 +190,30 @@ class JobRun:
             self.early_failure = f"InternalServerError: {exc}"
             return
         self.training_at = utcnow()
-        if not self.proc.isolated:
-            self.notes.append(self.proc.note)
-            self.logs.add(f"anyjob: {self.proc.note}")
+        for note in self.proc.notes:
+            self.notes.append(note)
+            self.logs.add(f"anyjob: {note}")
         threading.Thread(
             target=self.logs.pump, args=(self.proc.stdout,), name="log-pump", daemon=True
         ).start()
+
+    def prepare_instance(self) -> None:
+        """The instance the job runs on: its volume (``VolumeSizeInGB`` on disk, holding
+        ``/opt/ml`` and ``/tmp``) and its instance type's CPUs, memory and a process limit
+        (``resources.py``). What was applied is recorded on the job (``notes``)."""
+        from jobs.backends.local import resources, volume
+
+        size = int(self.request["ResourceConfig"].get("VolumeSizeInGB", 30)) * 1024**3
+        self.volume = volume.Volume.create(self.job_root, size)
+        for folder in (self.ml, self.tmp):
+            folder.mkdir(mode=0o700, exist_ok=True)
+        kind = resources.instances.lookup(self.instance_type)
+        if kind is None:
+            raise OSError(resources.instance_type_problem(self.instance_type) or self.instance_type)
+        limits = resources.limits_for(kind, max_pids=int(self.plan.get("max_processes", 1024)))
+        self.confinement = resources.confine(f"job-{self.key}", limits)
+        applied = f"{self.instance_type}: {self.confinement.describe()}; {self.volume.applied}"
+        self.notes.append(f"instance {applied}")
 
     def write_config(self) -> None:
         """The three config files exactly as SageMaker writes them."""
@@ -227,16 +254,17 @@ class JobRun:
 
     def sandbox_spec(self, python: Path) -> Any:
         from jobs import storage
-        from jobs.backends.local import image, sandbox
+        from jobs.backends.local import image, roles, sandbox
 
         request = self.request
         env = {**image.IMAGE_ENV, **request.get("Environment", {})}
         env["TRAINING_JOB_NAME"] = self.name
         env["TRAINING_JOB_ARN"] = self.plan["arn"]
         env["ANYJOB_STOP_GRACE_SECONDS"] = f"{self.plan['stop_grace_seconds']:g}"
-        if not request.get("EnableNetworkIsolation"):
-            # The role's credentials, as SageMaker gives a job its execution role's.
-            env.update({k: v for k, v in os.environ.items() if AWS_PASSTHROUGH.fullmatch(k)})
+        # The role's credentials (none when isolated or unmapped), as SageMaker gives a job its
+        # execution role's; never the server's own. The request's Environment wins, as on AWS.
+        isolated = bool(request.get("EnableNetworkIsolation"))
+        env = {**roles.job_environment(request.get("RoleArn"), isolated=isolated), **env}
         expose = list(image.runtime_paths(python))
         code_uri = decode_hyperparameter(
             request.get("HyperParameters", {}).get("sagemaker_submit_directory", "")
@@ -252,7 +280,9 @@ class JobRun:
             # folder (credentials) are invisible inside; only what the job needs shows.
             hide=[Path(p) for p in self.plan["hide"]],
             expose_ro=expose,
-            scratch_dir=self.job_root / "tmp",
+            scratch_dir=self.tmp,
+            tmp_dir=self.tmp,
+            preexec=self.confinement.preexec if self.confinement is not None else None,
         )
 
     # -- with Django -----------------------------------------------------------------------------
@@ -353,7 +383,7 @@ class JobRun:
                 model_artifacts=artifacts, final_metrics=metrics, finish=(Status.COMPLETED, "Completed", "")
             )
         else:
-            reason = self.failure_reason(code)
+            reason = self.out_of_memory(code) or self.failure_reason(code)
             self.update(
                 model_artifacts=artifacts, final_metrics=metrics, finish=(Status.FAILED, "Failed", reason)
             )
@@ -391,35 +421,86 @@ class JobRun:
     def upload(self) -> str:
         """Pack model/ and output/data/ and store them; returns the model.tar.gz URI."""
         from jobs import storage
+        from jobs.backends.local import roles
 
         prefix = self.request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + f"/{self.name}/output"
         packed = self.job_root / "packed"
         packed.mkdir(exist_ok=True)
-        for src, name in (
-            (self.ml / "model", "model.tar.gz"),
-            (self.ml / "output" / "data", "output.tar.gz"),
-        ):
-            src.mkdir(parents=True, exist_ok=True)
-            # inside=: a script that swaps model/ for a link to a host folder gets nothing of it.
-            storage.upload_file(storage.pack_dir(src, packed / name, inside=self.ml), f"{prefix}/{name}")
+        volume = int(self.request["ResourceConfig"].get("VolumeSizeInGB", 30)) * 1024**3
+        shown_skips = 100  # per archive, in the log; the rest are counted
+        try:
+            for src, name in (
+                (self.ml / "model", "model.tar.gz"),
+                (self.ml / "output" / "data", "output.tar.gz"),
+            ):
+                # The job's tree is read as hostile data (storage.pack_dir): links out, FIFOs,
+                # devices, hard links and mounts are left out, each noted in the log; inside=:
+                # a script that swaps model/ for a link to a host folder gets nothing of it. No
+                # mkdir: through such a link it would make a folder on this machine, and a
+                # missing folder packs as an empty archive anyway.
+                where = src.relative_to(self.ml).as_posix()
+                skipped: list[storage.Skipped] = []
+                try:
+                    archive = storage.pack_dir(
+                        src, packed / name, inside=self.ml, max_bytes=volume, skipped=skipped
+                    )
+                except storage.StorageError as exc:  # in the job's words, not this machine's paths
+                    raise type(exc)(str(exc).replace(str(self.ml), "/opt/ml")) from None
+                finally:
+                    for note in skipped[:shown_skips]:
+                        self.logs.add(f"anyjob: skipped {where}/{note}")
+                    if len(skipped) > shown_skips:
+                        more = len(skipped) - shown_skips
+                        self.logs.add(f"anyjob: skipped {more} more entries of {where}/ (not listed)")
+                storage.upload_file(
+                    archive,
+                    f"{prefix}/{name}",
+                    credentials=roles.storage_credentials(self.request.get("RoleArn"), prefix),
+                )
+        finally:
+            self.logs.flush()
         return f"{prefix}/model.tar.gz"
 
     def failure_reason(self, code: int) -> str:
+        from jobs.backends.local import readback
+
+        # Read as hostile data: a link there (to var/secret_key, say) is not followed, a FIFO
+        # or device not opened, only noted. SageMaker keeps 1024 characters; 64 KiB holds them.
         try:
-            text = (self.ml / "output" / "failure").read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            text = ""
+            read = readback.read_file(self.ml, "output/failure", 64 * 1024)
+        except OSError:  # the job directory itself is gone
+            read = readback.Result(None, missing=True)
+        if read.data is None and not read.missing:
+            self.logs.add(f"anyjob: the failure file was not read: {read.reason}")
+            self.logs.flush()
+        text = (read.data or b"").decode("utf-8", errors="replace").strip()
         reason = f"AlgorithmError: {text}" if text else f"AlgorithmError: Exit Code: {code}"
         return reason[:FAILURE_REASON_MAX]
+
+    def out_of_memory(self, code: int) -> str:
+        """SageMaker's reason when the job was killed for memory (its cgroup says so), or ""."""
+        if self.confinement is None or not self.confinement.oom_killed(code):
+            return ""
+        from jobs.backends.local import resources
+
+        kind = resources.instances.lookup(self.instance_type)
+        memory = f"{kind.memory_bytes / 1024**3:g} GiB" if kind else "its"
+        return (
+            "OutOfMemoryError: Please use an instance type with more memory, or reduce the size of "
+            f"job data processed on an instance. (anyjob: the job used all of {self.instance_type}'s "
+            f"{memory} of memory and was stopped by the kernel.)"
+        )[:FAILURE_REASON_MAX]
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        if self.confinement is not None:
+            self.confinement.remove()  # kills whatever is left in the job's cgroup
         if not os.environ.get("ANYJOB_LOCAL_KEEP_JOB_DIRS"):
-            shutil.rmtree(self.ml, ignore_errors=True)
+            if self.volume is not None:
+                self.volume.release()
             shutil.rmtree(self.job_root / "packed", ignore_errors=True)
-            shutil.rmtree(self.job_root / "tmp", ignore_errors=True)
 
 
 class LogWriter:

@@ -1,20 +1,40 @@
-"""Run one command of the generic container in a bubblewrap sandbox, as SageMaker runs the image.
+"""Run one command of the generic container in a sandbox, as SageMaker runs the image.
 
-Inside, the machine's root is read-only; the job directory is the real ``/opt/ml`` (read-write,
-so scripts that hard-code ``/opt/ml`` work); ``/tmp``, ``/run`` and ``/opt`` are private
-tmpfs (``/opt``'s own entries are bound back read-only, so the machine's pip configuration
-still finds ``/opt/wheels`` and the like); every ``hide`` path is covered (a directory by an
-empty tmpfs, a file or unix socket by ``/dev/null``) and every ``expose_ro`` path inside a
-hidden or private one (so the image environment, ``container/`` and the code still show when
-the repository lives under ``/tmp``) is bound back read-only. The sandbox has its own PID and
-IPC namespaces, no capabilities, a new session (no ``TIOCSTI`` into our terminal), and its own
-network namespace with only a loopback interface when the job asks for network isolation. It
-dies with our process (bubblewrap's ``--die-with-parent``).
+The sandbox is the security boundary of the local backend: the command is a teammate's code.
+What holds (each is attacked by ``tests/local/test_attacks.py``):
 
-Where bubblewrap is missing, cannot create namespaces here, or ``ANYJOB_SANDBOX=none``, the
-same command runs directly with ``SAGEMAKER_BASE_DIR`` pointing at the job directory, and the
-handle says so (``isolated`` is False, ``note`` is a sentence for the job page).
-``ANYJOB_SANDBOX=bwrap`` refuses to run without the sandbox instead.
+- **Its own uid.** anyjob (root) drops to an unprivileged uid of its own for each running
+  command (``setpriv``; leased from a range no account uses, see ``UidLease``), with no
+  capabilities, ``no_new_privs``, no supplementary groups, and bubblewrap then puts it in its
+  own user namespace with further user namespaces disabled (``--disable-userns``). It cannot
+  read root-only files, signal or trace anyjob or another job, or write host-wide kernel
+  settings. The job directory is handed to that uid before the command starts.
+- **Nothing from the request outside.** bubblewrap and every helper anyjob runs get a fixed,
+  minimal environment; the command's own environment (the request's ``Environment``:
+  ``LD_PRELOAD``, ``PYTHONPATH``, …) is set inside the sandbox only (``--clearenv`` and
+  ``--setenv``), and the argument list goes through a memfd (``--args``), so values never
+  show on a command line either.
+- **Its own namespaces**: PID, IPC, UTS (host name ``algo-1``, as on SageMaker), mount, user,
+  cgroup and network. Inside, the machine's root is read-only; the job directory is the real
+  ``/opt/ml`` (so scripts that hard-code it work); ``/tmp`` is the job's scratch folder (on
+  its volume) or a size-capped tmpfs; ``/run`` and ``/opt`` are private (``/opt``'s entries
+  bound back read-only); every ``hide`` path looks empty and every ``expose_ro`` path inside
+  a hidden or private one is bound back read-only.
+- **Its own network.** With ``network=False`` (``EnableNetworkIsolation``) only a loopback
+  interface. Otherwise user-mode networking (``pasta`` from Debian's ``passt``) gives the
+  namespace outbound access through anyjob's side, never to the host's loopback (no gateway
+  mapping, no port forwarding either way), and ``prohibit`` routes refuse link-local
+  addresses (169.254.169.254, the instance metadata service) and every address of this
+  machine. Abstract unix sockets are per network namespace, so the host's are out of reach.
+  Without ``pasta`` a job that asked for the network gets none, and ``notes`` say so.
+- **Resources**: ``spec.preexec`` (a cgroup's, ``resources.py``) runs in the child before
+  anything else, so bubblewrap and all it starts are in the job's cgroup.
+
+It fails closed: where any of this cannot be built (bubblewrap missing, namespaces refused,
+not running as root), ``start`` raises ``SandboxError`` and ``isolation_problem()`` says why.
+Only ``ANYJOB_SANDBOX=off`` (a single-user laptop) runs the same command directly, as the
+service user, with ``SAGEMAKER_BASE_DIR`` pointing at the job directory; the handle then
+says so (``isolated`` False, ``note`` a sentence for the job page).
 
 Exit codes follow Docker's convention in both modes: 0–255, and 128+N for a command killed
 by signal N (bwrap reports it so; we convert Popen's −N to match).
@@ -26,15 +46,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import functools
+import ipaddress
 import json
 import logging
 import os
+import pwd
 import queue
 import select
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -45,16 +69,31 @@ from typing import IO, Any
 log = logging.getLogger("anyjob.local.sandbox")
 
 ML = "/opt/ml"
+HOSTNAME = "algo-1"
 #: Where ``requirements.txt`` installs inside the sandbox: the root is read-only, /tmp is not.
 SANDBOX_PIP_TARGET = "/tmp/anyjob-site"
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: Places that are private tmpfs inside the sandbox: host paths under them are not visible as
+#: The whole environment of every process anyjob runs outside the sandbox (bwrap, setpriv,
+#: pasta, ip): fixed, so nothing of a request or of the server's own environment reaches them.
+HELPER_ENV = {"PATH": STANDARD_PATH, "LANG": "C.UTF-8"}
+#: Places that are private inside the sandbox: host paths under them are not visible as
 #: they are, so an exposed path there is always bound (/opt's entries are bound back, but an
 #: exposed path under /opt gets its own bind all the same: it never depends on that listing).
 PRIVATE_DIRS = (Path("/tmp"), Path("/run"), Path("/opt"))
-MODES = ("auto", "bwrap", "none")
+MODES = ("on", "off")
+_LEGACY_MODES = {"auto": "on", "bwrap": "on", "none": "off"}
 INFO_TIMEOUT = 30.0
 PR_SET_PDEATHSIG = 1
+#: The uids jobs run as: ``ANYJOB_SANDBOX_UID_BASE`` and the next ``ANYJOB_SANDBOX_UID_COUNT``
+#: (uids with an account on this machine are skipped). High, so no subordinate-uid range of
+#: a real user (/etc/subuid usually starts at 100000) overlaps them.
+UID_BASE = 2_000_000_000
+UID_COUNT = 4096
+#: Machine-wide: every anyjob on this machine leases from the same range, so two never share.
+UID_LOCK_DIR = Path("/run/anyjob/uids")
+#: Refused inside a job's network namespace, besides every address of this machine.
+PROHIBITED_NETS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::/32")
+DEFAULT_TMP_BYTES = 1024**3  # /tmp as tmpfs (RAM, charged to the job's memory) without a volume
 
 _File = int | IO[Any] | None
 
@@ -73,9 +112,13 @@ class Sandbox:
     paths that must look empty (missing ones are skipped); ``expose_ro`` lists what the command
     needs, such as the image environment: those inside hidden ones or under ``/tmp``, ``/run``
     or ``/opt`` are bound back read-only (the rest is visible already), and none may be under
-    ``/opt/ml`` or be a private folder itself. ``scratch_dir`` is only for runs without
-    isolation: the private ``/tmp`` stand-in (default ``<job_dir>/.anyjob-tmp``, removed when
-    the command ends).
+    ``/opt/ml`` or be a private folder itself. ``tmp_dir`` is the host folder that becomes
+    ``/tmp`` (on the job's volume, so ``VolumeSizeInGB`` caps it); without one ``/tmp`` is a
+    tmpfs of ``tmp_bytes``. ``binds`` are extra read-write folders (host path, path inside),
+    such as the folder an endpoint's server puts its socket in. ``preexec`` runs in the child
+    before anything else (joining the job's cgroup). ``uid`` is the uid to run as (leased
+    here when None). ``scratch_dir`` is only for runs without isolation: the private ``/tmp``
+    stand-in (default ``<job_dir>/.anyjob-tmp``, removed when the command ends).
     """
 
     job_dir: Path
@@ -85,26 +128,46 @@ class Sandbox:
     hide: list[Path] = field(default_factory=list)
     expose_ro: list[Path] = field(default_factory=list)
     scratch_dir: Path | None = None
+    tmp_dir: Path | None = None
+    tmp_bytes: int = DEFAULT_TMP_BYTES
+    binds: list[tuple[Path, str]] = field(default_factory=list)
+    preexec: Callable[[], None] | None = field(default=None, compare=False)
+    uid: int | None = None
 
     def scratch(self) -> Path:
         return Path(self.scratch_dir) if self.scratch_dir else Path(self.job_dir) / ".anyjob-tmp"
 
 
-# -- is bubblewrap usable? ---------------------------------------------------------------------
+# -- can the sandbox run here? -----------------------------------------------------------------
 
 
 def bwrap_path() -> str | None:
-    return shutil.which("bwrap")
+    return shutil.which("bwrap", path=STANDARD_PATH)
+
+
+def pasta_path() -> str | None:
+    return shutil.which("pasta", path=STANDARD_PATH)
+
+
+def sandbox_mode() -> str:
+    """``ANYJOB_SANDBOX``: ``on`` (the default: jobs run sandboxed or not at all) or ``off``
+    (a single-user laptop: jobs run as the service user). ``auto``/``bwrap`` mean on and
+    ``none`` off, as in earlier versions."""
+    raw = (os.environ.get("ANYJOB_SANDBOX") or "on").strip().lower()
+    mode = _LEGACY_MODES.get(raw, raw)
+    if mode not in MODES:
+        raise SandboxError(f"ANYJOB_SANDBOX must be on or off, not {raw!r}")
+    return mode
 
 
 @functools.lru_cache(maxsize=4)
-def _probe(bwrap: str) -> str | None:
-    """Why ``bwrap`` cannot make our kind of sandbox on this machine, or None if it can."""
-    cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    cmd += ["--unshare-pid", "--unshare-ipc", "--unshare-net", "--new-session", "--cap-drop", "ALL"]
+def _probe(bwrap: str, uid: int) -> str | None:
+    """Why the sandbox's whole chain cannot run on this machine, or None if it can."""
+    argv = [*_drop_privileges(uid), bwrap, *_namespace_args(network=False), "--ro-bind", "/", "/"]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--cap-drop", "ALL", "--", "true"]
     try:
         proc = subprocess.run(
-            [*cmd, "--", "true"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
+            argv, env=HELPER_ENV, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap ({bwrap}) cannot create a sandbox on this machine ({exc})"
@@ -114,28 +177,82 @@ def _probe(bwrap: str) -> str | None:
     return None
 
 
-def bwrap_available() -> bool:
-    """Whether bubblewrap is installed and can create the sandbox here (checked once)."""
-    bwrap = bwrap_path()
-    return bwrap is not None and _probe(bwrap) is None
-
-
-def sandbox_mode() -> str:
-    """``ANYJOB_SANDBOX``: ``auto`` (default), ``bwrap`` (required) or ``none`` (never)."""
-    mode = (os.environ.get("ANYJOB_SANDBOX") or "auto").strip().lower()
-    if mode not in MODES:
-        raise SandboxError(f"ANYJOB_SANDBOX must be one of {', '.join(MODES)}, not {mode!r}")
-    return mode
-
-
 def isolation_problem() -> str | None:
-    """Why the next job would run without isolation (a clause for ``note``), or None."""
-    if sandbox_mode() == "none":
-        return "the sandbox is turned off (ANYJOB_SANDBOX=none)"
+    """Why jobs cannot run sandboxed on this machine (a sentence naming the cause), or None
+    when they can, and None when the sandbox is turned off (``ANYJOB_SANDBOX=off``)."""
+    if sandbox_mode() == "off":
+        return None
+    if os.geteuid() != 0:
+        return (
+            f"anyjob runs as uid {os.geteuid()}, not root: the sandbox needs root to run each job "
+            "as an unprivileged uid of its own"
+        )
+    for tool in ("setpriv", "unshare", "nsenter", "ip"):
+        if shutil.which(tool, path=STANDARD_PATH) is None:
+            return f"{tool} is not installed (Debian: util-linux / iproute2)"
     bwrap = bwrap_path()
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed"
-    return _probe(bwrap)
+    return _probe(bwrap, UID_BASE + UID_COUNT - 1)
+
+
+def bwrap_available() -> bool:
+    """Whether the sandbox can run here (checked once)."""
+    return sandbox_mode() == "on" and isolation_problem() is None
+
+
+def network_problem() -> str | None:
+    """Why a job that may use the network would get none here, or None."""
+    if pasta_path() is None:
+        return "pasta (Debian's passt package) is not installed, so jobs get no outbound network"
+    return None
+
+
+# -- uids ---------------------------------------------------------------------------------------
+
+
+class UidLease:
+    """One uid from the sandbox's range, held (an ``flock`` on its lock file) until released
+    or until this process dies. Two running commands never share a uid, on this machine."""
+
+    def __init__(self, uid: int, fd: int) -> None:
+        self.uid = uid
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls) -> UidLease:
+        base = int(os.environ.get("ANYJOB_SANDBOX_UID_BASE") or UID_BASE)
+        count = int(os.environ.get("ANYJOB_SANDBOX_UID_COUNT") or UID_COUNT)
+        UID_LOCK_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        start = int.from_bytes(os.urandom(2), "big") % count  # spread, so reuse is rare
+        for i in range(count):
+            uid = base + (start + i) % count
+            with contextlib.suppress(KeyError):
+                pwd.getpwuid(uid)
+                continue  # an account uses it
+            fd = os.open(UID_LOCK_DIR / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return cls(uid, fd)
+        raise SandboxError(f"every sandbox uid ({base}–{base + count - 1}) is in use")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def hand_over(path: Path, uid: int) -> None:
+    """Make ``path`` and everything below it belong to ``uid`` (links themselves, never what
+    they point at). Only anyjob has written there so far."""
+    path = Path(path)
+    os.lchown(path, uid, uid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
 
 
 # -- the command lines -------------------------------------------------------------------------
@@ -212,18 +329,94 @@ def _run_links() -> list[str]:
     return []
 
 
-def bwrap_argv(spec: Sandbox, *, bwrap: str = "bwrap", info_fd: int | None = None) -> list[str]:
-    """The whole bubblewrap command line for ``spec`` (environment excluded: it goes by env=)."""
+def _drop_privileges(uid: int) -> list[str]:
+    """``setpriv``: from root to ``uid`` with no groups, capabilities or new privileges."""
+    if os.geteuid() != 0:
+        return []
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--no-new-privs",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
+
+
+def _namespace_args(*, network: bool) -> list[str]:
+    args = ["--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    args += ["--unshare-cgroup-try", "--hostname", HOSTNAME]
+    if not network:
+        args.append("--unshare-net")  # else the namespace comes from `unshare --net` (pasta's)
+    return args
+
+
+def _reachable(path: Path) -> bool:
+    """Whether an unprivileged uid can walk to ``path`` (every folder above it searchable by
+    others). Hiding what it cannot reach anyway is skipped: bubblewrap, running as that uid,
+    could not mount over it."""
+    for parent in path.parents:
+        try:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _closed_ancestor(path: Path) -> Path | None:
+    """The topmost folder above ``path`` that others may not search, or None."""
+    for parent in reversed(path.parents):
+        try:
+            if not os.stat(parent).st_mode & 0o001:
+                return parent
+        except OSError:
+            return None
+    return None
+
+
+def bwrap_argv(
+    spec: Sandbox,
+    *,
+    bwrap: str = "bwrap",
+    info_fd: int | None = None,
+    block_fd: int | None = None,
+    env: dict[str, str] | None = None,
+    source_for: Callable[[Path], str] | None = None,
+) -> list[str]:
+    """The whole bubblewrap command line for ``spec``, the command's environment included
+    (``--clearenv`` then ``--setenv``; pass it through ``--args`` so no value shows in
+    ``/proc/*/cmdline``). With ``source_for`` (a host path → where ``_Stage`` shows it), the
+    job directory, ``/tmp``, the extra binds and the exposed paths are bound from there, so
+    the job's uid need not be able to walk to them on the host."""
     job = _real(spec.job_dir)
     hidden = [_real(p) for p in spec.hide]
     exposed = [_real(p) for p in spec.expose_ro]
     if Path("/") in hidden:
         raise SandboxError("cannot hide / : the sandbox needs the machine's root")
-    args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    args += ["--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/opt"]
+
+    def bind(path: Path, dest: str, *, ro: bool = False) -> list[str]:
+        source = str(path) if source_for is None else source_for(path)
+        return ["--ro-bind" if ro else "--bind", source, dest]
+
+    args = [bwrap, *_namespace_args(network=spec.network)]
+    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    if spec.tmp_dir is not None:
+        args += bind(_real(spec.tmp_dir), "/tmp")
+    else:
+        args += ["--size", str(spec.tmp_bytes), "--tmpfs", "/tmp"]
+    args += ["--tmpfs", "/run", "--tmpfs", "/opt"]
     args += _opt_entries() + _run_links()
     for path in hidden:
-        args += _cover(path)
+        if _reachable(path):
+            args += _cover(path)
+    # A folder the job's uid cannot walk (/root, where an interpreter may live) hides nothing
+    # more for being covered; covering it lets what is exposed below it be bound there.
+    for closed in sorted({_closed_ancestor(p) for p in exposed} - {None} - set(hidden)):
+        if not _inside(closed, hidden):
+            args += ["--tmpfs", str(closed)]
     private = private_dirs()
     for path in exposed:
         if not path.exists():
@@ -232,19 +425,184 @@ def bwrap_argv(spec: Sandbox, *, bwrap: str = "bwrap", info_fd: int | None = Non
             raise SandboxError(f"cannot expose {path} to the sandbox: {ML} is the job directory there")
         if path in private:
             raise SandboxError(f"cannot expose {path} to the sandbox: it is private there")
-        if _inside(path, hidden + private):  # elsewhere it is visible already
-            args += ["--ro-bind", str(path), str(path)]
+        if _inside(path, hidden + private) or not _reachable(path):  # else it is visible already
+            args += bind(path, str(path), ro=True)
     for path in hidden:  # a hidden path inside an exposed one stays hidden
         if any(p != path and p in path.parents for p in exposed):
             args += _cover(path)
-    args += ["--bind", str(job), ML]  # last: nothing may cover it
-    args += ["--unshare-pid", "--unshare-ipc"]
-    if not spec.network:
-        args.append("--unshare-net")
+    for host, inside in spec.binds:
+        args += bind(_real(host), inside)
+    args += bind(job, ML)  # last: nothing may cover it
     args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--chdir", ML]
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
+    if block_fd is not None:
+        args += ["--block-fd", str(block_fd)]
+    args.append("--clearenv")
+    for key, value in (env or {}).items():
+        args += ["--setenv", key, value]
     return [*args, "--", *spec.argv]
+
+
+def _without_values(args: list[str]) -> list[str]:
+    """``args`` with each ``--setenv`` value replaced: what may be logged or shown."""
+    out = list(args)
+    for i, arg in enumerate(out[:-2]):
+        if arg == "--setenv" and (i == 0 or out[i - 1] != "--setenv"):
+            out[i + 2] = "<value>"
+    return out
+
+
+def _args_file(args: list[str]) -> int:
+    """A sealed-off memfd holding ``args`` NUL-separated, for bwrap's ``--args FD``."""
+    fd = os.memfd_create("anyjob-sandbox-args", 0)  # inheritable only where passed
+    data = b"".join(a.encode() + b"\0" for a in args)
+    if b"\0" in b"".join(a.encode() for a in args):
+        os.close(fd)
+        raise SandboxError("an argument or environment value of the sandbox holds a NUL byte")
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def host_addresses() -> list[str]:
+    """Every address of this machine's interfaces (``ip -json address``)."""
+    try:
+        out = subprocess.run(
+            ["ip", "-json", "address"], env=HELPER_ENV, capture_output=True, text=True, timeout=10
+        ).stdout
+        found = []
+        for link in json.loads(out or "[]"):
+            for addr in link.get("addr_info", []):
+                ip = ipaddress.ip_address(addr["local"])
+                if not ip.is_loopback:
+                    found.append(str(ip))
+        return found
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        return []
+
+
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 0x40000
+#: Where ``_Stage`` shows the sandbox's sources to the job's uid, in a private mount namespace.
+STAGE_DIR = "/run/anyjob/stage"
+
+
+class _Stage:
+    """Puts every host path the sandbox binds where the job's uid can reach it.
+
+    bubblewrap runs as the job's uid, so a source it binds must be reachable by that uid:
+    the job directory under anyjob's 0700 state folder, an interpreter under /root, a test's
+    temporary folder are not. ``preexec()`` gives the child (still root, before ``setpriv``)
+    its own mount namespace, a tmpfs on ``STAGE_DIR`` (mode 0711: it can walk it, not list
+    it) and a bind of each source there; bwrap binds from those. Nothing changes on the host,
+    and the namespace goes away with the sandbox.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[bytes, bytes, bool]] = []
+
+    def path_for(self, path: Path) -> str:
+        target = f"{STAGE_DIR}/{len(self.items)}"
+        self.items.append((os.fsencode(path), target.encode(), Path(path).is_dir()))
+        return target
+
+    def preexec(self, then: Callable[[], None] | None = None) -> Callable[[], None]:
+        libc = ctypes.CDLL(None, use_errno=True)  # looked up before fork, not in the child
+        mount, unshare = libc.mount, libc.unshare
+        stage = STAGE_DIR.encode()
+        os.makedirs(STAGE_DIR, mode=0o711, exist_ok=True)
+        items = list(self.items)
+
+        def check(result: int, what: str) -> None:
+            if result != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+        def run() -> None:
+            if items:
+                check(unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+                check(mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+                check(mount(b"tmpfs", stage, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0711"), "mount tmpfs")
+                for source, target, is_dir in items:
+                    if is_dir:
+                        os.mkdir(target, 0o711)
+                    else:
+                        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+                    check(mount(source, target, None, MS_BIND | MS_REC, None), "mount --bind")
+            if then is not None:
+                then()
+
+        return run
+
+
+class _Network:
+    """User-mode networking for one sandbox's network namespace (``pasta``), and the routes
+    that keep it off this machine; ``close()`` ends it."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.note: str | None = None
+
+    def setup(self, holder: int, child: int, uid: int) -> None:
+        """``holder`` is in the namespace's owning user namespace (bwrap's own process),
+        ``child`` in the namespace. On any failure the job keeps a namespace with loopback
+        only, and ``note`` says why."""
+        net = f"/proc/{child}/ns/net"
+        self._ip(net, "link", "set", "lo", "up")
+        problem = network_problem()
+        if problem is None:
+            with tempfile.TemporaryDirectory(prefix="anyjob-pasta-") as tmp:
+                pidfile = Path(tmp) / "pid"
+                os.chown(tmp, uid, uid)
+                argv = [pasta_path() or "pasta", "--config-net", "--quiet", "--runas", str(uid)]
+                # No gateway → host loopback mapping; no port forwarding in either direction.
+                argv += ["--no-map-gw", "-t", "none", "-u", "none", "-T", "none", "-U", "none"]
+                argv += ["-P", str(pidfile), "--netns", f"/proc/{holder}/ns/net"]
+                argv += ["--userns", f"/proc/{holder}/ns/user"]
+                try:
+                    proc = subprocess.run(
+                        argv,
+                        env=HELPER_ENV,
+                        stdin=subprocess.DEVNULL,
+                        capture_output=True,
+                        text=True,
+                        timeout=20,
+                    )
+                    with contextlib.suppress(OSError, ValueError):
+                        self.pid = int(pidfile.read_text())
+                    if proc.returncode != 0:
+                        lines = [x for x in proc.stderr.splitlines() if "syslog" not in x]
+                        problem = f"pasta failed ({(lines or [f'exit code {proc.returncode}'])[-1]})"
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    problem = f"pasta could not start ({exc})"
+        if problem is not None:
+            self.close()
+            self.note = f"no outbound network: {problem}"
+            return
+        for target in [*PROHIBITED_NETS, *host_addresses()]:
+            family = "-6" if ":" in target else "-4"
+            ok = self._ip(net, family, "route", "replace", "prohibit", target)
+            if not ok:
+                self.close()
+                raise SandboxError(f"could not refuse {target} inside the job's network namespace")
+
+    @staticmethod
+    def _ip(net: str, *args: str) -> bool:
+        proc = subprocess.run(
+            ["nsenter", f"--net={net}", "--", "ip", *args],
+            env=HELPER_ENV,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+        )
+        return proc.returncode == 0
+
+    def close(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.pid = None
 
 
 # -- the running sandbox -----------------------------------------------------------------------
@@ -423,6 +781,9 @@ class SandboxedProcess:
         info: dict[str, Any] | None = None,
         bwrap: str | None = None,
         scratch: Path | None = None,
+        lease: UidLease | None = None,
+        network: _Network | None = None,
+        uid: int | None = None,
     ) -> None:
         self._popen = popen
         self.argv = argv
@@ -431,70 +792,133 @@ class SandboxedProcess:
         self.pid = popen.pid
         self.stdout = popen.stdout
         self.stderr = popen.stderr
+        self.uid = uid
         self._info = info or {}
         self._bwrap_exe = _file_id(bwrap) if bwrap else None
         init = self._info.get("child-pid")
         self._init = _Pid(init) if isolated and init else None
         self._payload: _Pid | None = None
         self._scratch = scratch
+        self._lease = lease
+        self._network = network
         self._finished = False
+
+    @property
+    def notes(self) -> list[str]:
+        """Sentences for the job page: what the command runs without (or with)."""
+        found = [self.note] if self.note else []
+        if self._network is not None and self._network.note:
+            found.append(self._network.note)
+        return found
 
     # -- starting ------------------------------------------------------------------------------
     @classmethod
     def start(cls, spec: Sandbox, *, stdout: _File = None, stderr: _File = None) -> SandboxedProcess:
-        """Start ``spec.argv``: sandboxed if bubblewrap can, else directly (``isolated`` False).
+        """Start ``spec.argv`` in the sandbox (``isolated`` True), or directly when the
+        sandbox is turned off (``ANYJOB_SANDBOX=off``; ``isolated`` False, ``note`` says so).
 
         stdin is ``/dev/null``; ``stdout``/``stderr`` are passed to ``subprocess.Popen``.
-        Raises ``SandboxError`` when the spec is unusable, when ``ANYJOB_SANDBOX=bwrap`` and
-        bubblewrap cannot run, or when bubblewrap fails before the sandbox exists.
+        Raises ``SandboxError`` when the spec is unusable, when the sandbox cannot run on
+        this machine (it never falls back to running the command unprotected), or when
+        bubblewrap fails before the sandbox exists.
         """
         job = Path(spec.job_dir)
         if not job.is_dir():
             raise SandboxError(f"the job directory {job} does not exist")
         if not spec.argv:
             raise SandboxError("nothing to run: argv is empty")
+        if sandbox_mode() == "off":
+            return cls._start_direct(
+                spec, "ran without isolation: the sandbox is turned off (ANYJOB_SANDBOX=off)", stdout, stderr
+            )
         problem = isolation_problem()
-        if problem is None:
-            return cls._start_bwrap(spec, bwrap_path() or "bwrap", stdout, stderr)
-        if sandbox_mode() == "bwrap":
-            raise SandboxError(f"ANYJOB_SANDBOX=bwrap, but {problem}")
-        return cls._start_direct(spec, f"ran without isolation: {problem}", stdout, stderr)
+        if problem is not None:
+            raise SandboxError(f"the sandbox cannot run on this machine: {problem}")
+        return cls._start_bwrap(spec, bwrap_path() or "bwrap", stdout, stderr)
 
     @classmethod
     def _start_bwrap(cls, spec: Sandbox, bwrap: str, stdout: _File, stderr: _File) -> SandboxedProcess:
-        read_end, write_end = os.pipe()
+        lease = None if spec.uid is not None else UidLease.take()
+        uid = spec.uid if spec.uid is not None else lease.uid  # type: ignore[union-attr]
+        fds: list[int] = []
+        popen = None
+        network = _Network()
         try:
-            argv = bwrap_argv(spec, bwrap=bwrap, info_fd=write_end)
-            env = environment(spec, isolated=True)
+            hand_over(Path(spec.job_dir), uid)
+            if spec.tmp_dir is not None:
+                hand_over(Path(spec.tmp_dir), uid)
+            for host, _ in spec.binds:
+                hand_over(Path(host), uid)
+            info_r, info_w = os.pipe()
+            block_r, block_w = os.pipe()
+            fds += [info_r, info_w, block_r, block_w]
+            stage = _Stage()
+            args = bwrap_argv(
+                spec,
+                bwrap=bwrap,
+                info_fd=info_w,
+                block_fd=block_r,
+                env=environment(spec, isolated=True),
+                source_for=stage.path_for,
+            )
+            split = args.index("--")  # options through the memfd, the command on the line
+            args_fd = _args_file(args[1:split])
+            fds.append(args_fd)
+            argv = _drop_privileges(uid)
+            if spec.network:
+                # The network namespace is made here, owned by the job's first user namespace,
+                # so pasta (as the job's uid) can join it; bwrap's nested one cannot touch it.
+                argv += ["unshare", "--user", "--net", f"--map-user={uid}", f"--map-group={uid}", "--"]
+            argv += [bwrap, "--args", str(args_fd), *args[split:]]
+            preexec = stage.preexec(then=spec.preexec)
             popen = _spawner.run(
                 lambda: subprocess.Popen(
                     argv,
-                    env=env,
+                    env=HELPER_ENV,
                     stdin=subprocess.DEVNULL,
                     stdout=stdout,
                     stderr=stderr,
-                    pass_fds=(write_end,),
+                    pass_fds=(info_w, block_r, args_fd),
                     start_new_session=True,  # terminal signals reach the job only through us
+                    preexec_fn=preexec,
                 )
             )
+            for fd in (info_w, block_r, args_fd):
+                os.close(fd)
+                fds.remove(fd)
+            info = _read_info(info_r)
+            if info is None:
+                popen.kill()
+                code = popen.wait()
+                raise SandboxError(
+                    f"bubblewrap failed before the sandbox existed (exit code {code}); its message is "
+                    "in the command's stderr"
+                )
+            if spec.network:
+                network.setup(popen.pid, info["child-pid"], uid)
+            os.write(block_w, b"go")  # the command starts only now
         except BaseException:
-            os.close(read_end)
+            network.close()
+            if popen is not None and popen.poll() is None:
+                popen.kill()
+                popen.wait()
+            if lease is not None:
+                lease.release()
             raise
         finally:
-            os.close(write_end)
-        try:
-            info = _read_info(read_end)
-        finally:
-            os.close(read_end)
-        if info is None:
-            popen.kill()
-            code = popen.wait()
-            raise SandboxError(
-                f"bubblewrap failed before the sandbox existed (exit code {code}); its message is in "
-                "the command's stderr"
-            )
-        log.debug("sandbox %s started: %s", info.get("child-pid"), argv)
-        return cls(popen, argv, isolated=True, info=info, bwrap=bwrap)
+            for fd in fds:
+                os.close(fd)
+        log.debug("sandbox %s started as uid %d: %s", info.get("child-pid"), uid, args)
+        return cls(
+            popen,
+            [*argv[: argv.index(bwrap)], *_without_values(args)],
+            isolated=True,
+            info=info,
+            bwrap=bwrap,
+            lease=lease,
+            network=network,
+            uid=uid,
+        )
 
     @classmethod
     def _start_direct(cls, spec: Sandbox, note: str, stdout: _File, stderr: _File) -> SandboxedProcess:
@@ -505,6 +929,13 @@ class SandboxedProcess:
         env = environment(spec, isolated=False)
         # SIGTERM, not SIGKILL, when we die: the container then stops its script's group too.
         on_parent_death = _pdeathsig(signal.SIGTERM)
+        extra = spec.preexec
+
+        def preexec() -> None:
+            on_parent_death()
+            if extra is not None:
+                extra()
+
         popen = _spawner.run(
             lambda: subprocess.Popen(
                 argv,
@@ -514,7 +945,7 @@ class SandboxedProcess:
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
-                preexec_fn=on_parent_death,
+                preexec_fn=preexec,
             )
         )
         log.info("%s: %s", note, argv)
@@ -642,6 +1073,10 @@ class SandboxedProcess:
         for pid in (self._init, self._payload):
             if pid is not None:
                 pid.close()
+        if self._network is not None:
+            self._network.close()
+        if self._lease is not None:
+            self._lease.release()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
