@@ -21,6 +21,8 @@ os.environ.setdefault(
     f"{tempfile.gettempdir()},{Path(__file__).resolve().parent.parent / 'container' / 'examples'}",
 )
 os.environ.setdefault("ANYJOB_LOCAL_STOP_GRACE_SECONDS", "5")
+# Tests run several jobs and endpoints at once (the capacity tests set their own limit).
+os.environ.setdefault("ANYJOB_LOCAL_MAX_INSTANCES", "16")
 
 from webapp.settings import *  # noqa: F403
 from webapp.settings import DATABASES, VAR_DIR

@@ -271,7 +271,7 @@ def test_an_endpoint_serves_the_trained_model(backend, trained, tmp_path, monkey
     events = backend.get_endpoint_logs(name)["events"]
     messages = [e["message"] for e in events]
     assert any("unpacked into /opt/ml/model" in m for m in messages)
-    assert any("Listening at: http://127.0.0.1:" in m for m in messages)
+    assert any("Listening at: unix:/run/anyjob/model.sock" in m for m in messages)
     assert all(e["logStreamName"].startswith("AllTraffic/i-") for e in events)
 
     # Names are unique regardless of case, with AWS's messages.
@@ -302,7 +302,7 @@ def test_an_endpoint_serves_the_trained_model(backend, trained, tmp_path, monkey
     host, server = processes(name)
     assert os.getsid(host) != os.getsid(0) and alive(server)
     root = endpoint_root(LocalEndpoint.objects.get(key=name))
-    assert (root / "ml" / "model" / "model.json").is_file()
+    assert (root / "volume" / "ml" / "model" / "model.json").is_file()
 
     # Delete: the server and its host go away, then the endpoint.
     backend.delete_endpoint(name)

@@ -56,6 +56,7 @@ class Settings:
     program: str
     submit_directory: str
     region: str
+    unix: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,12 +86,25 @@ class Settings:
             program=env.get("SAGEMAKER_PROGRAM", "").strip(),
             submit_directory=env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip(),
             region=env.get("SAGEMAKER_REGION", "").strip(),
+            unix=_unix_socket(env),
         )
 
     @property
     def bind(self) -> str:
-        """gunicorn's ``host:port``, with IPv6 addresses in brackets."""
+        """gunicorn's ``host:port``, with IPv6 addresses in brackets; or ``unix:PATH``."""
+        if self.unix:
+            return f"unix:{self.unix}"
         host = self.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"{host}:{self.port}"
+
+
+def _unix_socket(env: Mapping[str, str]) -> str:
+    """``ANYJOB_BIND_UNIX``: serve on this unix socket instead of TCP (anyjob's local backend
+    reaches a sandboxed server this way only, so nothing else on the machine can). Not part
+    of SageMaker's contract; unset on AWS."""
+    path = env.get("ANYJOB_BIND_UNIX", "").strip()
+    if path and (not path.startswith("/") or len(path.encode()) > 100 or "\0" in path):
+        raise ConfigError(f"ANYJOB_BIND_UNIX must be an absolute path of at most 100 bytes, not {path!r}")
+    return path

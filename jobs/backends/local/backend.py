@@ -667,6 +667,9 @@ def launch_endpoint_host(endpoint: LocalEndpoint) -> None:
         "root": str(root),
         "model": endpoint.model,
         "variant": variant_name(endpoint),
+        "instance_type": endpoint.config["ProductionVariants"][0].get("InstanceType", ""),
+        "volume_gb": endpoint.config["ProductionVariants"][0].get("VolumeSizeInGB"),
+        "max_processes": settings.ANYJOB_LOCAL_MAX_PROCESSES,
         "region": settings.ANYJOB_REGION,
         "image_env_root": str(settings.ANYJOB_IMAGE_ENV_ROOT),
         # Hidden inside the sandbox: the database, sockets, artifacts, jobs, credentials.
@@ -690,21 +693,22 @@ def launch_endpoint_host(endpoint: LocalEndpoint) -> None:
 
 
 class _Connections(threading.local):
-    """Keep-alive HTTP connections to the model servers, one per port and thread."""
+    """Keep-alive HTTP connections to the model servers' unix sockets, one per server and
+    thread."""
 
     def __init__(self) -> None:
-        self.by_port: dict[int, http.client.HTTPConnection] = {}
+        self.by_port: dict[str, http.client.HTTPConnection] = {}
 
-    def get(self, port: int, timeout: float) -> http.client.HTTPConnection:
+    def get(self, port: str, timeout: float) -> http.client.HTTPConnection:
         conn = self.by_port.get(port)
         if conn is None:
-            conn = self.by_port[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            conn = self.by_port[port] = endpoint_host.UnixHTTPConnection(port, timeout=timeout)
         conn.timeout = timeout
         if conn.sock is not None:
             conn.sock.settimeout(timeout)
         return conn
 
-    def drop(self, port: int) -> None:
+    def drop(self, port: str) -> None:
         conn = self.by_port.pop(port, None)
         if conn is not None:
             conn.close()
@@ -1017,8 +1021,9 @@ class LocalBackend(Backend):
             "InvokedProductionVariant": variant,
         }
 
-    def _route(self, name: str) -> tuple[int, str]:
-        """Where an InService endpoint's server listens, and its variant (from the database)."""
+    def _route(self, name: str) -> tuple[str, str]:
+        """Where an InService endpoint's server listens (its unix socket), and its variant
+        (from the database)."""
         endpoint = LocalEndpoint.objects.only(*_INVOKE_FIELDS).filter(key=name.lower()).first()
         if endpoint is None:
             raise runtime_error("ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
@@ -1035,7 +1040,9 @@ class LocalBackend(Backend):
                 "ServiceUnavailable",
                 f"The model server of endpoint {name} is restarting; retry in a few seconds.",
             )
-        return port, variant_name(endpoint)
+        return str(endpoint_host.socket_path(endpoint_root(endpoint), endpoint.generation)), variant_name(
+            endpoint
+        )
 
     def get_endpoint_logs(
         self, name: str, next_token: str | None = None, limit: int = 1000
@@ -1057,7 +1064,7 @@ class LocalBackend(Backend):
                 count += 1
         return count
 
-    def _unreachable(self, name: str, port: int, exc: Exception) -> ClientError:
+    def _unreachable(self, name: str, port: str, exc: Exception) -> ClientError:
         """The error for a model server that did not answer at all."""
         endpoint = LocalEndpoint.objects.filter(key=name.lower()).first()
         if endpoint is None or endpoint.status == EndpointStatus.DELETING:
@@ -1066,12 +1073,12 @@ class LocalBackend(Backend):
                 f"Endpoint {name} of account {ACCOUNT} not found. (anyjob: it was deleted while the "
                 f"request was on its way: {type(exc).__name__}.)",
             )
-        if isinstance(exc, ConnectionRefusedError):
+        if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):
             self._reattach(endpoint)
             return runtime_error(
                 "ServiceUnavailable",
-                f"The model server of endpoint {name} is not listening on 127.0.0.1:{port} "
-                "(connection refused); it is being restarted: retry in a few seconds.",
+                f"The model server of endpoint {name} is not listening ({type(exc).__name__}); it is "
+                "being restarted: retry in a few seconds.",
             )
         return _model_error(
             name,

@@ -182,15 +182,55 @@ def extract_model(archive: Path, dest: Path, shown_as: str) -> int:
 # -- small helpers --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: The folder (on the host: ``<endpoint>/run-<generation>``) where the model server makes its
+#: unix socket, and the socket's name. It is reachable only through this folder, which only
+#: anyjob (root) and the endpoint's own uid can enter: no other job or local user connects.
+SOCKET_DIR_INSIDE = "/run/anyjob"
+SOCKET_NAME = "model.sock"
+#: The port the server would listen on in a SageMaker container; recorded as the endpoint's
+#: ``port`` (a marker that it serves: the socket is where it is reached).
+CONTRACT_PORT = 8080
 
 
-def ping(port: int) -> tuple[int | None, bytes]:
+def socket_path(root: Path, generation: int) -> Path:
+    """Where the model server of the endpoint folder ``root``'s ``generation`` listens."""
+    return Path(root) / f"run-{generation}" / SOCKET_NAME
+
+
+def connect_unix(sock: socket.socket, path: str) -> None:
+    """``sock.connect(path)``, also for a path longer than a unix address holds (108 bytes):
+    through ``/proc/self/fd`` of its opened folder."""
+    if len(os.fsencode(path)) < 100:
+        sock.connect(path)
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.connect(f"/proc/self/fd/{folder}/{os.path.basename(path)}")
+    finally:
+        os.close(folder)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to a model server's unix socket."""
+
+    def __init__(self, path: str | Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            connect_unix(sock, self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def ping(path: str | Path) -> tuple[int | None, bytes]:
     """``GET /ping``: (status, body), or (None, b"") when nothing answers (yet)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PING_TIMEOUT)
+    conn = UnixHTTPConnection(path, timeout=PING_TIMEOUT)
     try:
         conn.request("GET", "/ping")
         response = conn.getresponse()
@@ -299,7 +339,12 @@ class Host:
         self.key: str = plan["key"]
         self.generation: int = plan["generation"]
         self.root = Path(plan["root"])
-        self.ml = self.root / "ml"
+        # On the endpoint's volume (volume.py), made by ``prepare_instance``.
+        self.ml = self.root / "volume" / "ml"
+        self.tmp = self.root / "volume" / "tmp"
+        self.volume: Any = None
+        self.confinement: Any = None
+        self.socket_dir = socket_path(self.root, self.generation).parent
         self.container: dict[str, Any] = plan["model"].get("PrimaryContainer") or {}
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_requested = threading.Event()
@@ -307,11 +352,6 @@ class Host:
         self.pump_ended = threading.Event()
         self.endpoint_id: int | None = None
         self.notes: list[str] = []
-        if plan["model"].get("EnableNetworkIsolation"):
-            self.notes.append(
-                "EnableNetworkIsolation is not applied locally: the model server shares the machine's "
-                "network, so that it can be reached on 127.0.0.1"
-            )
         self.variant: str = plan["variant"]
         self.logs = EndpointLog(f"{self.variant}/i-{secrets.token_hex(9)[:17]}", plan["max_log_events"])
         self._next_watch = 0.0
@@ -426,6 +466,21 @@ class Host:
         return False
 
     # -- the model server --------------------------------------------------------------------------
+    def prepare_instance(self) -> None:
+        """The instance: a volume (the variant's ``VolumeSizeInGB``, 30 GiB by default) that
+        holds ``/opt/ml`` and ``/tmp``, and the instance type's CPUs, memory and a process
+        limit (``resources.py``), recorded in ``notes``."""
+        from jobs.backends.local import resources, volume
+
+        size = int(self.plan.get("volume_gb") or 30) * 1024**3
+        self.volume = volume.Volume.create(self.root, size)
+        kind = resources.instances.lookup(self.plan.get("instance_type") or "")
+        if kind is None:
+            kind = resources.instances.lookup("ml.m5.large")  # serverless: a small instance's
+        limits = resources.limits_for(kind, max_pids=int(self.plan.get("max_processes", 1024)))
+        self.confinement = resources.confine(f"endpoint-{self.key}-{self.root.name}", limits)
+        self.notes.append(f"instance {kind.name}: {self.confinement.describe()}; {self.volume.applied}")
+
     def prepare_model(self) -> None:
         """A fresh ``ml/`` with the model data unpacked into ``ml/model``."""
         from jobs import storage
@@ -434,6 +489,7 @@ class Host:
         shutil.rmtree(self.ml, ignore_errors=True)
         for sub in ("model", "code"):
             (self.ml / sub).mkdir(parents=True)
+        self.tmp.mkdir(mode=0o700, exist_ok=True)
         url = self.container.get("ModelDataUrl")
         if not url:
             self.logs.add("anyjob: the model has no ModelDataUrl: /opt/ml/model is empty")
@@ -455,13 +511,17 @@ class Host:
             f"({count} members, {time.monotonic() - started:.1f} s)"
         )
 
-    def sandbox_spec(self, python: Path, port: int) -> Any:
+    def sandbox_spec(self, python: Path) -> Any:
         from jobs import storage
         from jobs.backends.local import image, roles, sandbox
 
         env = {**image.IMAGE_ENV, **(self.container.get("Environment") or {})}
-        env["SAGEMAKER_BIND_TO_PORT"] = str(port)
-        env["ANYJOB_BIND_HOST"] = "127.0.0.1"
+        # A unix socket in a folder only anyjob and this endpoint's uid can enter: reachable
+        # through InvokeEndpoint only. Without the sandbox the server sees the host's path.
+        inside = sandbox.sandbox_mode() == "on"
+        where = SOCKET_DIR_INSIDE if inside else str(self.socket_dir)
+        env["ANYJOB_BIND_UNIX"] = f"{where}/{SOCKET_NAME}"
+        env.pop("SAGEMAKER_BIND_TO_PORT", None)
         env.setdefault("SAGEMAKER_REGION", self.plan["region"])
         env["ANYJOB_STOP_GRACE_SECONDS"] = f"{self.plan['stop_grace_seconds']:g}"
         # The execution role's credentials, so the container can fetch s3:// code (none when the
@@ -479,29 +539,37 @@ class Host:
             job_dir=self.ml,
             argv=[str(python), "-m", "anyjob_container", "serve"],
             env=env,
-            network=True,  # the server must be reachable on the machine's 127.0.0.1
+            # Its own network namespace either way; with the model's EnableNetworkIsolation
+            # no network at all, as on AWS.
+            network=not isolated,
             hide=[Path(p) for p in self.plan["hide"]],
             expose_ro=expose,
-            scratch_dir=self.root / "tmp",
+            scratch_dir=self.tmp,
+            tmp_dir=self.tmp,
+            binds=[(self.socket_dir, SOCKET_DIR_INSIDE)],
+            preexec=self.confinement.preexec if self.confinement is not None else None,
         )
 
-    def start_server(self, python: Path) -> int:
+    def start_server(self, python: Path) -> Path:
         from jobs.backends.local import sandbox
 
-        port = free_port()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+        self.socket_dir.mkdir(mode=0o700)
+        path = self.socket_dir / SOCKET_NAME
         self.pump_ended = threading.Event()
         self.logs.tail.clear()
         self.proc = sandbox.SandboxedProcess.start(
-            self.sandbox_spec(python, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            self.sandbox_spec(python), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        if not self.proc.isolated and self.proc.note not in self.notes:
-            self.notes.append(self.proc.note)
-            self.logs.add(f"anyjob: {self.proc.note}")
+        for note in self.proc.notes:
+            if note not in self.notes:
+                self.notes.append(note)
+                self.logs.add(f"anyjob: {note}")
         threading.Thread(
             target=self.logs.pump, args=(self.proc.stdout, self.pump_ended), name="log-pump", daemon=True
         ).start()
-        log.info("endpoint %s: model server starting on 127.0.0.1:%d", self.name, port)
-        return port
+        log.info("endpoint %s: model server starting on %s", self.name, path)
+        return path
 
     def stop_server(self, graceful: bool = True) -> None:
         proc, self.proc = self.proc, None
@@ -530,7 +598,7 @@ class Host:
             workers = os.cpu_count() or 1
         return max(3, 2 * min(workers, 32))
 
-    def wait_until_ready(self, port: int) -> tuple[str, str]:
+    def wait_until_ready(self, port: Path) -> tuple[str, str]:
         """Until /ping says 200: ("ready", "") or ("failed", reason), ("exited", reason),
         ("port", reason) (someone else took the port), ("deleting", ""), ("stop", "").
         Raises ``Lost``."""
@@ -636,6 +704,8 @@ class Host:
             with contextlib.suppress(Exception):
                 removed = self.leave()
             if removed:
+                if self.volume is not None:
+                    self.volume.release()
                 shutil.rmtree(self.root, ignore_errors=True)
         return 0
 
@@ -644,6 +714,11 @@ class Host:
 
         if self.watch(force=True):
             return  # deleted before it started: leave() removes the row
+        try:
+            self.prepare_instance()
+        except OSError as exc:
+            self.fail(f"InternalServerError: could not prepare the instance: {exc}")
+            return
         try:
             self.prepare_model()
         except ModelDataError as exc:
@@ -662,13 +737,13 @@ class Host:
                 outcome, reason = self.wait_until_ready(port)
                 if outcome != "port":
                     break
-                self.logs.add(f"anyjob: port {port} was taken meanwhile; trying another")
+                self.logs.add(f"anyjob: {port} was taken meanwhile; trying again")
                 self.stop_server(graceful=False)
             if outcome == "ready":
                 server_pid = self.proc.payload_pid(timeout=2.0)
                 self.logs.flush()  # InService shows a log that says how it got there
-                self.set_ready(port, server_pid)
-                log.info("endpoint %s: in service on 127.0.0.1:%d", self.name, port)
+                self.set_ready(CONTRACT_PORT, server_pid)
+                log.info("endpoint %s: in service on %s", self.name, port)
                 served = True
                 outcome, reason = self.supervise()
             if outcome in ("deleting", "stop"):
@@ -693,9 +768,11 @@ class Host:
 
     def cleanup(self) -> None:
         self.stop_server(graceful=False)
-        if not os.environ.get("ANYJOB_LOCAL_KEEP_JOB_DIRS"):
-            shutil.rmtree(self.ml, ignore_errors=True)
-            shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        if self.confinement is not None:
+            self.confinement.remove()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+        if not os.environ.get("ANYJOB_LOCAL_KEEP_JOB_DIRS") and self.volume is not None:
+            self.volume.release()
 
 
 def main(argv: list[str]) -> int:
