@@ -142,6 +142,10 @@ class Sandbox:
 
 
 def bwrap_path() -> str | None:
+    """bubblewrap: ``ANYJOB_BWRAP`` if set (a path), else ``bwrap`` on the standard PATH."""
+    chosen = os.environ.get("ANYJOB_BWRAP", "").strip()
+    if chosen:
+        return chosen if os.access(chosen, os.X_OK) else None
     return shutil.which("bwrap", path=STANDARD_PATH)
 
 
