@@ -1,9 +1,10 @@
 """bench/invoke_latency: an invocation through anyjob's runtime path against a direct HTTP call.
 
 The linear example is trained and deployed on the local backend (its ``serve`` in the sandbox,
-on a loopback port). Then, in the same run and alternating in rounds, the same request is sent:
+in a network namespace of its own, on a unix socket that only anyjob can reach). Then, in the
+same run and alternating in rounds, the same request is sent:
 
-- directly: ``http.client`` keep-alive POST to the serve process's ``/invocations`` (baseline);
+- directly: ``http.client`` keep-alive POST to the serve process's socket (baseline);
 - runtime path: ``LocalBackend.invoke_endpoint`` (SageMaker's limits, endpoint lookup, the call);
 - dashboard task: ``run_invocation`` called as a function on a stored ``Invocation`` (the runtime
   path plus reading and storing the request and the answer; Celery queueing excluded).
@@ -16,7 +17,6 @@ Run: ``make bench`` or ``.venv/bin/python bench/invoke_latency.py [--requests N]
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import os
 import statistics
@@ -68,8 +68,8 @@ def main() -> None:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from jobs.backends.local import image
-    from jobs.backends.local.backend import LocalBackend
+    from jobs.backends.local import endpoint_host, image
+    from jobs.backends.local.backend import LocalBackend, endpoint_root
     from jobs.backends.local.models import LocalEndpoint
     from jobs.endpoints.models import Endpoint, Invocation
     from jobs.endpoints.tasks import run_invocation
@@ -127,7 +127,8 @@ def main() -> None:
     backend.create_endpoint({"EndpointName": name, "EndpointConfigName": name})
     try:
         wait(lambda: backend.describe_endpoint(name)["EndpointStatus"] == "InService", "InService", 60)
-        port = LocalEndpoint.objects.get(name=name).port
+        row = LocalEndpoint.objects.get(name=name)
+        socket_path = endpoint_host.socket_path(endpoint_root(row), row.generation)
         user = User.objects.create_user("bench")
         job = TrainingJob.objects.create(owner=user, name=name, entry_point="train.py", status="Completed")
         endpoint = Endpoint.objects.create(
@@ -138,7 +139,8 @@ def main() -> None:
             instance_type="ml.m5.large",
             status="InService",
         )
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        # Straight to the model server's unix socket (the only way in: it has no TCP port).
+        connection = endpoint_host.UnixHTTPConnection(socket_path, timeout=60)
 
         def direct() -> None:
             connection.request("POST", "/invocations", BODY, {"Content-Type": "application/json"})
