@@ -46,7 +46,7 @@ from django.utils.timezone import now
 
 from jobs import api_limits, storage
 from jobs.backends.base import Backend
-from jobs.backends.local import capacity, endpoint_host, roles, states
+from jobs.backends.local import capacity, endpoint_host, roles, states, volume
 from jobs.backends.local.models import (
     ACTIVE,
     SERVING,
@@ -101,6 +101,8 @@ def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         problems.append(
             ("ResourceConfig.InstanceType", VALIDATION, "ResourceConfig.InstanceType is required.")
         )
+    elif unknown := instance_type_problem(resources["InstanceType"]):
+        problems.append(("ResourceConfig.InstanceType", VALIDATION, unknown))
     if resources.get("InstanceCount", 1) != 1:
         problems.append(
             (
@@ -396,6 +398,24 @@ def child_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SERVER_CREDENTIALS}
     env[roles.SETTING] = settings.ANYJOB_LOCAL_ROLES
     return env
+
+
+def _release_leftovers(job: LocalTrainingJob | None) -> None:
+    """Unmount the volume of an abandoned job whose process is gone from this machine (it
+    would have released it itself, had it not been killed)."""
+    if job is None or not job.executor:
+        return
+    host, _, pid = job.executor.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return
+    try:
+        os.kill(int(pid), 0)
+        return  # still alive: not ours to touch
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return
+    volume.release(Path(settings.ANYJOB_LOCAL_ROOT) / job.key)
 
 
 def launch_executor(job: LocalTrainingJob) -> None:
@@ -1208,4 +1228,5 @@ class LocalBackend(Backend):
                 job.save()
                 reaped += 1
                 log.warning("training job %s failed: %s", job.name, reason)
+            _release_leftovers(job)
         return reaped
