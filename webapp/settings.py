@@ -105,6 +105,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "jobs.context_processors.sandbox_banner",
             ],
         },
     },
@@ -283,6 +284,14 @@ ANYJOB_LOCAL_INVOKE_TIMEOUT_SECONDS = env_number("ANYJOB_LOCAL_INVOKE_TIMEOUT_SE
 ANYJOB_LOCAL_MAX_INSTANCES = int(env_number("ANYJOB_LOCAL_MAX_INSTANCES", default_max_instances(), minimum=1))
 #: At most this many processes (and threads) in one job or endpoint: a fork bomb stops there.
 ANYJOB_LOCAL_MAX_PROCESSES = int(env_number("ANYJOB_LOCAL_MAX_PROCESSES", 1024, minimum=16))
+
+#: Local jobs' execution roles: role ARN → credential source (an AWS profile or a key pair),
+#: as JSON or the path of a JSON file (see jobs/backends/local/roles.py and the README,
+#: "Security model"). Read and checked by a system check, never rendered; unset: no role has
+#: credentials, so local jobs get none and may use file:// locations only.
+ANYJOB_LOCAL_ROLES = env_str("ANYJOB_LOCAL_ROLES")
+#: Error reports (the debug page, error e-mails) hide it like Django's own secrets.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "jobs.reporting.SafeSettingsFilter"
 
 #: file:// channels and output paths of local jobs must lie under one of these folders, so a
 #: channel cannot copy the dashboard's own state (var/: database, secret key) into a job.
