@@ -51,6 +51,7 @@ bench: $(STAMP) sysdeps
 
 # Embedded Redis, one Celery worker + beat and the web server on 127.0.0.1:8000 (webapp/run.py).
 run: $(STAMP)
+	@bash .ci/sysdeps.sh runtime
 	$(BIN)/python -m webapp.run
 
 clean:

@@ -6,7 +6,15 @@ set -uo pipefail
 # chromium: the browser tests (tests/browser) drive /usr/bin/chromium with Playwright;
 # postgresql: the suite's PostgreSQL pass starts its own server (tests/postgres.py);
 # docker-compose: checks compose.yaml (`config` needs no container engine).
-wanted=(bubblewrap wrk chromium postgresql docker-compose)
+# passt (pasta): local jobs' outbound network; util-linux (setpriv, unshare, nsenter), iproute2
+# and e2fsprogs (mkfs.ext4): the sandbox and each job's volume.
+# `sysdeps.sh runtime` (make run) installs only what running jobs needs.
+runtime=(bubblewrap passt util-linux iproute2 e2fsprogs)
+if [ "${1:-}" = "runtime" ]; then
+  wanted=("${runtime[@]}")
+else
+  wanted=("${runtime[@]}" wrk chromium postgresql docker-compose)
+fi
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -15,7 +23,7 @@ done
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "sysdeps: installing ${missing[*]} with apt-get"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/tmp/anyjob-apt.log 2>&1; then
-    echo "sysdeps: apt-get failed (see /tmp/anyjob-apt.log); tests that need ${missing[*]} will say they were skipped"
+    echo "sysdeps: apt-get failed (see /tmp/anyjob-apt.log); what needs ${missing[*]} will say it was skipped"
   fi
 else
   echo "sysdeps: SKIPPED installing ${missing[*]} (not root or no apt-get)."
