@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.backends.local.executor import FAILURE_REASON_MAX, MAX_LINE, detach
+from jobs.backends.local.executor import FAILURE_REASON_MAX, MAX_LINE, bounded_lines, detach
 
 log = logging.getLogger("anyjob.local.endpoint")
 
@@ -298,8 +298,8 @@ class EndpointLog:
     def pump(self, stream: Any, ended: threading.Event) -> None:
         """Read the server's output until it closes (a thread of its own; no database)."""
         try:
-            for raw in iter(stream.readline, b""):
-                self.add(raw.decode("utf-8", "replace").rstrip("\n"))
+            for line in bounded_lines(stream):
+                self.add(line)
         except (OSError, ValueError):
             pass
         finally:

@@ -65,6 +65,20 @@ def decode_hyperparameter(value: str) -> str:
     return decoded if isinstance(decoded, str) else value
 
 
+def bounded_lines(stream: Any, limit: int = MAX_LINE) -> Any:
+    """The lines of a job's output, each read with a bound: a line longer than ``limit``
+    bytes is cut there (the rest of it skipped), so output without newlines cannot grow
+    anyjob's memory."""
+    cut = " [... line cut by anyjob ...]"
+    while raw := stream.readline(limit + 1):
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while (rest := stream.readline(limit + 1)) and not rest.endswith(b"\n"):
+                pass  # the rest of the long line, read and dropped in bounded pieces
+            yield raw[:limit].decode("utf-8", "replace") + cut
+            continue
+        yield raw.decode("utf-8", "replace").rstrip("\n")
+
+
 def detach() -> None:
     """Double fork: the caller returns at once and the job's process belongs to no one."""
     if os.fork() > 0:
@@ -555,8 +569,8 @@ class LogWriter:
 
     def pump(self, stream: Any) -> None:
         try:
-            for raw in iter(stream.readline, b""):
-                self.add(raw.decode("utf-8", "replace").rstrip("\n"))
+            for line in bounded_lines(stream):
+                self.add(line)
             self.flush()
         finally:
             self.ended.set()
