@@ -52,6 +52,8 @@ def predict_fn(data, model):
         raise Teapot("short and stout")
     if data.startswith("sleep "):
         time.sleep(float(data.split()[1]))
+    if data == "huge":
+        return "x" * (7 * 1024 * 1024)  # past the 6 MB SageMaker's runtime returns
     return data.upper()
 
 
@@ -357,6 +359,10 @@ def test_a_handler_that_raises_or_hangs_and_a_delete_mid_request(backend, tmp_pa
     _, message, response = error(excinfo)
     assert response["OriginalStatusCode"] == 418 and "short and stout" in response["OriginalMessage"]
     assert message.startswith("Received client error (418)")
+    with pytest.raises(ClientError) as excinfo:
+        backend.invoke_endpoint(name, b"huge", content_type="text/plain")
+    code_, message, _ = error(excinfo)
+    assert code_ == "ModelError" and "larger than 6 MB" in message, message
     # It keeps serving.
     assert backend.invoke_endpoint(name, b"still", content_type="text/plain")["Body"] == b"STILL"
     wait_for_endpoint_log(backend, name, "ValueError: this input is not welcome")  # the traceback

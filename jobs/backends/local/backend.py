@@ -712,6 +712,28 @@ def launch_endpoint_host(endpoint: LocalEndpoint) -> None:
     )
 
 
+#: SageMaker's runtime returns at most 6 MB of a model's answer (InvokeEndpoint's quota).
+MAX_RESPONSE_BYTES = 6 * 1024**2
+
+
+class _AnswerTooLarge(Exception):
+    pass
+
+
+def _read_answer(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The model server's answer, read in pieces with a bound on its size and on the whole
+    read's time (a server that drips a byte at a time cannot hold the caller longer)."""
+    chunks, size = [], 0
+    while chunk := response.read1(64 * 1024):
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise _AnswerTooLarge
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError
+    return b"".join(chunks)
+
+
 class _Connections(threading.local):
     """Keep-alive HTTP connections to the model servers' unix sockets, one per server and
     thread."""
@@ -1011,8 +1033,15 @@ class LocalBackend(Backend):
             try:
                 conn.request("POST", "/invocations", body=body, headers=headers)
                 response = conn.getresponse()
-                answer = response.read()
+                answer = _read_answer(response, time.monotonic() + timeout)
                 break
+            except _AnswerTooLarge:
+                _connections.drop(port)
+                raise _model_error(
+                    name,
+                    f"Received an invalid response from the primary container: the response is larger "
+                    f"than {MAX_RESPONSE_BYTES // 1024**2} MB, the most SageMaker's runtime returns.",
+                ) from None
             except TimeoutError:
                 _connections.drop(port)
                 _routes.pop(name.lower(), None)
