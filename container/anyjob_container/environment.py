@@ -53,13 +53,14 @@ def decode_value(raw: Any) -> Any:
 
 
 def render_arg(value: Any) -> str:
-    """A decoded value as one argv element (the toolkit's rules)."""
+    """A decoded value as one argv element, as the toolkit's ``mapping.to_cmd_args`` renders
+    it: ``str()`` of the value, ``null`` empty, and a dict as ``k=v`` pairs in key order joined
+    by commas, each inner value ``str()`` too (not recursively: ``{"opt": {"eps": 1e-08},
+    "off": null}`` → ``off=None,opt={'eps': 1e-08}``)."""
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return "True" if value else "False"
     if isinstance(value, dict):
-        return ",".join(f"{k}={render_arg(v)}" for k, v in sorted(value.items()))
+        return ",".join(f"{k}={v!s}" for k, v in sorted(value.items()))
     return str(value)
 
 

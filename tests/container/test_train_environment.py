@@ -221,11 +221,38 @@ def test_it_decodes_sdk_and_raw_values(raw: str, decoded: object) -> None:
         ("two words", "two words", "two words"),
         (3, "3", "3"),
         ([1, "a"], "[1, 'a']", '[1,"a"]'),
+        # Inside a dict each value is str()'d, not rendered again (the toolkit's to_cmd_args).
+        (
+            {"opt": {"eps": 1e-08}, "off": None},
+            "off=None,opt={'eps': 1e-08}",
+            '{"off":null,"opt":{"eps":1e-08}}',
+        ),
+        ({"on": True, "xs": [1, "a"], "s": "two words"}, "on=True,s=two words,xs=[1, 'a']", None),
     ],
 )
 def test_it_renders_values_for_argv_and_env(value: object, arg: str, env: str) -> None:
     assert render_arg(value) == arg
-    assert sm_hp_value(value) == env
+    if env is not None:
+        assert sm_hp_value(value) == env
+
+
+def test_a_nested_json_hyperparameter_reaches_the_script_as_the_toolkit_renders_it(tmp_path: Path) -> None:
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "dump.py").write_text(DUMP_SCRIPT)
+    base = tmp_path / "ml"
+    hps = {
+        "sagemaker_program": '"dump.py"',
+        "sagemaker_submit_directory": json.dumps(str(code)),
+        "hp": json.dumps({"opt": {"eps": 1e-08}, "off": None}),
+    }
+    write_config(base, hps, {})
+    result = run_container(base)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads((base / "output" / "data" / "seen.json").read_text())
+    assert seen["argv"] == ["--hp", "off=None,opt={'eps': 1e-08}"]
+    assert json.loads(seen["env"]["SM_HPS"]) == {"hp": {"off": None, "opt": {"eps": 1e-08}}}
+    assert seen["env"]["SM_HP_HP"] == '{"off":null,"opt":{"eps":1e-08}}'
 
 
 def test_one_letter_keys_get_one_dash() -> None:
