@@ -6,6 +6,7 @@ import copy as _copy
 import json
 import logging
 import pprint
+import re
 import shlex
 from collections import deque
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
-from jobs import bundles, storage
+from jobs import artifacts, bundles, storage
 from jobs.backends import get_backend
 from jobs.models import TrainingJob
 from jobs.redact import SECRET_NOTE, Secrets, secrets_of
@@ -175,6 +176,37 @@ def last_lines(events: list[dict[str, Any]], n: int = FAILURE_LOG_LINES) -> list
     return out
 
 
+# --- the failure panel ------------------------------------------------------------------------
+
+#: A line that names an exception: ``ValueError: boom``, ``torch.cuda.OutOfMemoryError: ...``,
+#: ``KeyboardInterrupt``; also inside the quotes of AWS's ``ErrorMessage "..."``.
+_EXCEPTION_LINE = re.compile(
+    r'^\s*(?:ErrorMessage\s+)?"?((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Warning|Interrupt|Exit|Failure))'
+    r"(?::.*)?$"
+)
+#: The header lines anyjob's container and AWS's toolkit write before the script's own output.
+_HEADER = re.compile(
+    r"^\s*(AlgorithmError: \w+:\s*$|AlgorithmError: ExecuteUserScriptError\b|ErrorMessage:?\s*$)"
+)
+
+
+def failure_cause(reason: str) -> tuple[str, str]:
+    """``FailureReason`` as ``(cause, rest)``: the exception's own line (the last line naming an
+    exception, as a traceback ends with the one raised; else the first line), and the other
+    lines in their order, line breaks kept."""
+    lines = reason.strip().splitlines()
+    if not lines:
+        return "", ""
+    found = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line) and not _HEADER.match(line)]
+    at = found[-1] if found else 0
+    cause = lines[at].strip()
+    if cause.startswith('ErrorMessage "'):
+        cause = cause.removeprefix('ErrorMessage "')
+    cause = cause.strip('"').strip()
+    rest = "\n".join(lines[:at] + lines[at + 1 :]).strip("\n")
+    return cause, rest
+
+
 # --- artifacts -------------------------------------------------------------------------------------
 
 
@@ -187,8 +219,12 @@ def artifact_listing(job: TrainingJob) -> list[dict[str, Any]]:
     for which, filename in (("model", "model.tar.gz"), ("output", "output.tar.gz")):
         entry: dict[str, Any] = {"which": which, "filename": filename, "members": [], "error": ""}
         try:
-            entry["uri"] = backend.artifact_uri(job.name, which)
-            entry["members"] = [m for m in backend.list_artifact_files(job.name, which) if not m.is_dir]
+            entry["uri"] = uri = backend.artifact_uri(job.name, which)
+            # The archive's manifest, not the archive: a page view reads no archive bytes.
+            listed = artifacts.manifest(uri) if uri else None
+            if listed is not None:
+                entry["members"] = [m for m in listed.members if not m.is_dir]
+                entry["more"] = listed.total - len(listed.members)
         except (ClientError, BotoCoreError, storage.StorageError, OSError, EOFError) as exc:
             entry["error"] = str(exc) or type(exc).__name__
         found.append(entry)

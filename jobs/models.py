@@ -54,9 +54,15 @@ class TrainingJob(models.Model):
     - Submitting → InProgress (the backend accepted it, or already had it: ``ResourceInUse``) ;
     - Submitting → SubmitFailed (the backend refused it; ``error`` says why, in one line) ;
     - InProgress → Completed | Failed | Stopping | Stopped (as the poller sees it) ;
-    - Stopping → Stopped | Completed | Failed.
+    - Stopping → Stopped | Completed | Failed ;
+    - Pending | SubmitFailed → Stopped (stopped before the backend had it), and Submitting →
+      Stopped (a stop asked for while the backend refused it).
 
     Completed, Failed and Stopped are final. A job row is never deleted by the workers.
+
+    A stop asked for while a worker submits the job (Submitting, when ``stop_job`` cannot act
+    yet) is kept in ``stop_requested_at`` and applied by ``submit_job`` once the backend has
+    the job.
     """
 
     class Status(models.TextChoices):
@@ -104,6 +110,8 @@ class TrainingJob(models.Model):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     error = models.CharField(max_length=1000, blank=True)
+    #: When a stop was asked for (see the docstring); None when nobody asked.
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
     secondary_status = models.CharField(max_length=64, blank=True)
     transitions = models.JSONField(default=list, blank=True)
     failure_reason = models.TextField(blank=True)
@@ -172,3 +180,16 @@ class PollState(models.Model):
     @classmethod
     def get(cls) -> PollState:
         return cls.objects.get_or_create(pk=1)[0]
+
+
+class ArtifactManifest(models.Model):
+    """What one stored archive (``model.tar.gz``/``output.tar.gz``) holds, computed once and kept:
+    keyed by the archive's URI and its ``storage.head`` tag (S3: the ETag), so a changed object
+    is read again and an unchanged one never is (``jobs.artifacts``)."""
+
+    #: sha256 of the URI and the tag (a URI is up to 1,024 characters: too long to index).
+    key = models.CharField(max_length=64, unique=True)
+    uri = models.CharField(max_length=1024)
+    etag = models.CharField(max_length=200)
+    manifest = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)

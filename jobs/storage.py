@@ -37,6 +37,7 @@ import errno
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -69,6 +70,11 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 PACK_MAX_MEMBERS = 100_000
 PACK_MAX_BYTES = 30 * 1024**3
 PACK_MAX_DEPTH = 128
+#: An archive's manifest is stored beside it under its URI plus this suffix.
+MANIFEST_SUFFIX = ".manifest.json"
+#: Members a manifest lists (the rest are counted in ``total``); what a page shows at most.
+MANIFEST_MAX_MEMBERS = 10_000
+_MANIFEST_MAX_BYTES = 16 * 1024**2
 
 
 class StorageError(ValueError):
@@ -135,11 +141,49 @@ class StageResult:
 
 @dataclass(frozen=True)
 class MemberInfo:
-    """A tar member: name without a leading ``./``, size (0 unless a regular file), is_dir."""
+    """A tar member: name without a leading ``./``, size (0 unless a regular file), is_dir,
+    and its ``kind``: ``file``, ``dir``, ``symlink`` or ``other`` (hard links, devices)."""
 
     name: str
     size: int
     is_dir: bool
+    kind: str = "file"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a ``.tar.gz`` holds, known without reading it: the archive's ``size`` in bytes,
+    its first ``MANIFEST_MAX_MEMBERS`` members in archive order, and ``total`` members in all."""
+
+    size: int
+    members: list[MemberInfo]
+    total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.members)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "size": self.size,
+            "total": self.total,
+            "members": [{"name": m.name, "size": m.size, "type": m.kind} for m in self.members],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        """The manifest ``as_dict`` wrote; ``StorageError`` for anything else."""
+        try:
+            members = [
+                MemberInfo(str(m["name"]), int(m["size"]), m["type"] == "dir", str(m["type"]))
+                for m in data["members"]
+            ]
+            if data.get("format") != 1:
+                raise ValueError(f"format {data.get('format')!r}")
+            return cls(int(data["size"]), members, int(data["total"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StorageError(f"not an anyjob archive manifest: {exc}") from None
 
 
 def parse(uri: str, *, prefix: bool = False) -> Location:
@@ -827,34 +871,136 @@ def _link_inside(dir_fd: int, name: str, root: Path, path: Path) -> Path | None:
 def list_tar_members(uri: str, *, max_members: int = 10_000) -> list[MemberInfo]:
     """The members of the ``.tar.gz`` at ``uri``, in archive order, at most ``max_members``
     (a list that long may be cut). Reads the archive from its start without storing it (a
-    gzipped tar has no index), so the time grows with the archive's size."""
+    gzipped tar has no index), so the time grows with the archive's size: pages use the
+    archive's manifest instead (``read_manifest``, ``jobs.artifacts``)."""
+    return compute_manifest(uri, max_members=max_members, count_all=False).members
+
+
+def compute_manifest(
+    uri: str, *, max_members: int = MANIFEST_MAX_MEMBERS, count_all: bool = True
+) -> Manifest:
+    """The manifest of the ``.tar.gz`` at ``uri``, read from the archive itself (all of it when
+    ``count_all``: the members past ``max_members`` are counted, not listed)."""
     members: list[MemberInfo] = []
-    with _open_tar(uri) as tar:
+    total = 0
+    stream, length = _open(uri)
+    with stream, _tar_errors(uri), tarfile.open(fileobj=stream, mode="r|gz") as tar:
         for info in tar:
-            size = info.size if info.isreg() else 0
-            members.append(MemberInfo(_member_name(info.name), size, info.isdir()))
-            if len(members) >= max_members:
+            total += 1
+            if len(members) < max_members:
+                members.append(_member_info(info))
+            elif not count_all:
                 break
-    return members
+        size = length if length is not None else stream.tell()
+    return Manifest(size, members, total)
+
+
+def _member_info(info: tarfile.TarInfo) -> MemberInfo:
+    kind = "file" if info.isreg() else "dir" if info.isdir() else "symlink" if info.issym() else "other"
+    return MemberInfo(_member_name(info.name), info.size if info.isreg() else 0, info.isdir(), kind)
+
+
+def write_manifest(archive: Path) -> Path:
+    """Write the manifest of the local ``.tar.gz`` at ``archive`` beside it (``archive`` plus
+    ``MANIFEST_SUFFIX``), read once, now, so no page has to read the archive; returns its path."""
+    archive = Path(archive)
+    manifest = compute_manifest(archive.resolve().as_uri())
+    target = archive.with_name(archive.name + MANIFEST_SUFFIX)
+    _write_atomically(target, io.BytesIO(json.dumps(manifest.as_dict()).encode()))
+    return target
+
+
+def upload_archive(archive: Path, uri: str, *, credentials: Credentials | None = None) -> None:
+    """``upload_file`` for a packed ``.tar.gz``, with its manifest (``write_manifest``) stored
+    beside it at ``uri`` plus ``MANIFEST_SUFFIX``, after the archive."""
+    manifest = write_manifest(archive)
+    upload_file(archive, uri, credentials=credentials)
+    upload_file(manifest, uri + MANIFEST_SUFFIX, credentials=credentials)
+
+
+def read_manifest(uri: str) -> Manifest | None:
+    """The manifest stored beside the archive at ``uri``, or None when there is none (an
+    older job, an AWS job) or it does not describe an archive of the archive's ``size`` —
+    the caller checks that against ``head(uri)``."""
+    try:
+        data = read_bytes(uri + MANIFEST_SUFFIX, _MANIFEST_MAX_BYTES)
+        return Manifest.from_dict(json.loads(data))
+    except (StorageError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def head(uri: str) -> tuple[int, str]:
+    """The size of the object at ``uri`` and a tag that changes whenever its content does (S3:
+    the ETag; file: size, modification time and inode), without reading it."""
+    loc = parse(uri)
+    if loc.scheme == "s3":
+        with _s3_errors(uri):
+            answer = _s3().head_object(Bucket=loc.bucket, Key=loc.key)
+        return int(answer["ContentLength"]), str(answer.get("ETag", "")).strip('"')
+    with _file_errors(uri):
+        st = os.stat(loc.path)
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError(f"{uri} is not a regular file")
+    return st.st_size, f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
 
 
 def read_tar_member(uri: str, name: str, max_bytes: int) -> bytes:
     """The content of the regular file ``name`` (``./name`` matches too) inside the ``.tar.gz``
     at ``uri``; ``NotFound`` if there is none, ``TooLarge`` over ``max_bytes``. The first member
     of that name wins."""
+    with open_tar_member(uri, name, max_bytes) as member:
+        return member.read()
+
+
+def open_tar_member(uri: str, name: str, max_bytes: int) -> IO[bytes]:
+    """A stream over the regular file ``name`` inside the ``.tar.gz`` at ``uri`` (as
+    ``read_tar_member``, which raises the same errors before anything is returned): the archive
+    is read from its start up to that member, then the member itself piece by piece as the
+    caller reads, never held whole. ``.size`` is the member's size. Close it (a context manager)."""
     wanted = _member_name(name)
-    with _open_tar(uri) as tar:
-        for info in tar:
-            if _member_name(info.name) != wanted:
-                continue
-            if not info.isreg():
-                raise StorageError(f"{name!r} in {uri} is not a regular file")
-            if info.size > max_bytes:
-                raise TooLarge(f"{name!r} in {uri} is more than {max_bytes} bytes")
-            member = tar.extractfile(info)
-            assert member is not None  # a regular file always has a stream
-            return member.read()
-    raise NotFound(f"{uri} has no member {name!r}")
+    stack = contextlib.ExitStack()
+    try:
+        stream, _ = _open(uri)
+        stack.enter_context(stream)
+        with _tar_errors(uri):
+            tar = stack.enter_context(tarfile.open(fileobj=stream, mode="r|gz"))  # noqa: SIM115
+            for info in tar:
+                if _member_name(info.name) != wanted:
+                    continue
+                if not info.isreg():
+                    raise StorageError(f"{name!r} in {uri} is not a regular file")
+                if info.size > max_bytes:
+                    raise TooLarge(f"{name!r} in {uri} is more than {max_bytes} bytes")
+                member = tar.extractfile(info)
+                assert member is not None  # a regular file always has a stream
+                reader = io.BufferedReader(_Member(member, stack, uri), CHUNK)
+                reader.size = info.size  # type: ignore[attr-defined]
+                return reader
+        raise NotFound(f"{uri} has no member {name!r}")
+    except BaseException:
+        stack.close()
+        raise
+
+
+class _Member(io.RawIOBase):
+    """One member's bytes, read straight from the archive's stream; closing closes the archive."""
+
+    def __init__(self, member: IO[bytes], stack: contextlib.ExitStack, uri: str) -> None:
+        self._member, self._stack, self._uri = member, stack, uri
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        with _tar_errors(self._uri):
+            data = self._member.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stack.close()
+        super().close()
 
 
 def _member_name(name: str) -> str:
@@ -864,14 +1010,11 @@ def _member_name(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _open_tar(uri: str) -> Iterator[tarfile.TarFile]:
-    stream, _ = _open(uri)
-    with stream:
-        try:
-            with tarfile.open(fileobj=stream, mode="r|gz") as tar:
-                yield tar
-        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise StorageError(f"{uri} is not a readable .tar.gz archive: {exc}") from exc
+def _tar_errors(uri: str) -> Iterator[None]:
+    try:
+        yield
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise StorageError(f"{uri} is not a readable .tar.gz archive: {exc}") from exc
 
 
 # --- plumbing ---------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ change is an update-where on the status it expects (a row that moved on is left 
   a lost answer meets ``ResourceInUse`` and continues as submitted.
 - ``poll_jobs`` (beat, every 2 s): one list call for what changed since the watermark,
   a describe only for jobs whose status or LastModifiedTime changed.
-- ``stop_job``: the backend's stop; the poller records Stopping → Stopped.
+- ``stop_job``: the backend's stop; the poller records Stopping → Stopped. A stop that finds the
+  job Submitting is kept on the row (``stop_requested_at``) and ``submit_job`` applies it.
 - ``sweep_pending`` (beat, every 60 s): re-sends submissions whose message was lost.
 """
 
@@ -112,6 +113,11 @@ def submit_job(self, job_id: int) -> str:
     job = TrainingJob.objects.filter(pk=job_id).first()
     if job is None:
         return "missing"
+    # Stopped before it was ever sent (no request built yet); one that may have reached the
+    # backend goes on (ResourceInUse continues) and is stopped below.
+    never_sent = not job.request
+    if job.stop_requested_at and never_sent and _move(job.pk, Status.PENDING, Status.STOPPED):
+        return "stopped"
     if not _move(job.pk, (Status.PENDING, Status.SUBMIT_FAILED), Status.SUBMITTING, error=""):
         return "taken"
     backend = get_backend()
@@ -129,7 +135,11 @@ def submit_job(self, job_id: int) -> str:
             backend.describe_training_job(job.name)
             log.info("submit_job %s: already created, continuing", job.name)
     except Exception as exc:
-        if _transient(exc) and self.request.retries < self.max_retries:
+        retry = _transient(exc) and self.request.retries < self.max_retries
+        if not retry and _stop_requested(job.pk):  # refused, so never created: as asked, Stopped
+            _move(job.pk, Status.SUBMITTING, Status.STOPPED, error=explain(exc))
+            return "stopped"
+        if retry:
             # Tried again with backoff; the same name makes a duplicate impossible.
             _move(job.pk, Status.SUBMITTING, Status.PENDING, error=f"Retrying: {explain(exc)}")
             raise TransientError(_one_line(exc)) from exc
@@ -140,10 +150,27 @@ def submit_job(self, job_id: int) -> str:
         return "failed"
     now = timezone.now()
     _move(job.pk, Status.SUBMITTING, Status.IN_PROGRESS, submitted_at=now)
+    if _stop_requested(job.pk):  # asked for while this worker submitted: apply it now
+        try:
+            stop_job(job.pk)
+        except Exception:  # the stop's own retries: as its own task
+            log.warning("submit_job %s: stopping it inline failed, sending stop_job", job.name, exc_info=True)
+            stop_job_task.delay(job.pk)
     return "submitted"
 
 
 submit_job_task = submit_job
+
+
+def _stop_requested(pk: int) -> bool:
+    return TrainingJob.objects.filter(pk=pk, stop_requested_at__isnull=False).exists()
+
+
+def _request_stop(pk: int) -> None:
+    """Keep a stop request on the row (the first one's time), unless the job is already final."""
+    TrainingJob.objects.filter(pk=pk, stop_requested_at__isnull=True).exclude(
+        status__in=TrainingJob.FINAL
+    ).update(stop_requested_at=timezone.now())
 
 
 def _stage_code(job: TrainingJob) -> str:
@@ -159,8 +186,9 @@ def _stage_code(job: TrainingJob) -> str:
 
 
 def enqueue_stop(job: TrainingJob) -> None:
-    """Send ``stop_job`` once the current transaction commits."""
+    """Keep the stop request on the row and send ``stop_job`` once the transaction commits."""
     pk = job.pk
+    _request_stop(pk)
     transaction.on_commit(lambda: stop_job_task.delay(pk))
 
 
@@ -265,7 +293,10 @@ def poll_jobs() -> int:
 
 @shared_task(name="jobs.stop_job", **RETRY)
 def stop_job(job_id: int) -> str:
-    """Stop a job: one never submitted is Stopped at once; a running one asks the backend."""
+    """Stop a job: one never submitted is Stopped at once; one being submitted keeps the request
+    for ``submit_job`` (which calls this again once the backend has it); a running one asks the
+    backend."""
+    _request_stop(job_id)  # first, so a submit_job that ends after the check below sees it
     job = TrainingJob.objects.filter(pk=job_id).first()
     if job is None:
         return "missing"
@@ -273,6 +304,8 @@ def stop_job(job_id: int) -> str:
         return "stopped"
     if job.status in TrainingJob.FINAL:
         return job.status
+    if job.status == Status.SUBMITTING:
+        return "deferred"
     try:
         get_backend().stop_training_job(job.name)
     except ClientError as exc:

@@ -23,6 +23,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
+from jobs import artifacts as manifests
 from jobs import detail, newjob, storage, uploads
 from jobs.backends import get_backend
 from jobs.backends.base import ARTIFACTS
@@ -35,6 +36,8 @@ from jobs.tasks import enqueue_stop, enqueue_submit, import_jobs_task
 PAGE_SIZE = 50
 #: A file inside an artifact larger than this is offered as a download only.
 MAX_SHOWN_FILE = 16 * 1024**2
+#: The largest file inside an artifact streamed on its own (past it: the whole archive).
+MAX_MEMBER_DOWNLOAD = 2 * 1024**3
 
 
 class HistoryPaginator(Paginator):
@@ -213,20 +216,43 @@ def artifact_download(request: HttpRequest, name: str, which: str) -> HttpRespon
 
 @login_required
 def artifact_file(request: HttpRequest, name: str, which: str, member: str) -> HttpResponse:
-    """One file inside an artifact: shown as text, or downloaded (``?download=1`` or binary)."""
+    """One file inside an artifact: shown as text, or downloaded (``?download=1`` or binary),
+    streamed out of the archive; its manifest says first whether it is there and how big."""
     job = get_object_or_404(TrainingJob, name=name)
     if which not in ARTIFACTS:
         raise Http404("No such artifact.")
+    download = bool(request.GET.get("download"))
     try:
-        data = get_backend().read_artifact_file(job.name, which, member, MAX_SHOWN_FILE)
+        uri = get_backend().artifact_uri(job.name, which)
+        if not uri:
+            raise Http404("The job has no artifacts (yet).")
+        listed = manifests.manifest(uri)
+        entry = next((m for m in listed.members if m.name == member.removeprefix("./")), None)
+        if entry is None and not listed.truncated:
+            raise Http404(f"{ARTIFACTS[which]} has no file {member}.")
+        if entry is not None and entry.size > MAX_MEMBER_DOWNLOAD:
+            limit = MAX_MEMBER_DOWNLOAD // 2**30
+            return _error_page(
+                request, job, f"{member} is larger than {limit} GiB: download {ARTIFACTS[which]}.", 413
+            )
+        if entry is not None and entry.size > MAX_SHOWN_FILE and not download:
+            return _error_page(
+                request, job, f"{member} is larger than {MAX_SHOWN_FILE // 2**20} MiB: download it.", 413
+            )
+        stream = storage.open_tar_member(uri, member, MAX_MEMBER_DOWNLOAD if download else MAX_SHOWN_FILE)
     except storage.TooLarge:
-        return _error_page(request, job, f"{member} is larger than {MAX_SHOWN_FILE // 2**20} MiB.", 413)
-    except (ClientError, BotoCoreError, storage.StorageError, KeyError) as exc:
+        return _error_page(request, job, f"{member} is too large to show: download it.", 413)
+    except (ClientError, BotoCoreError, storage.StorageError) as exc:
         raise Http404(f"{member} cannot be read: {exc}") from None
     filename = member.rsplit("/", 1)[-1] or "file"
-    text = None if request.GET.get("download") or b"\x00" in data[:8192] else data.decode("utf-8", "replace")
-    if text is None:
-        return _attachment(data, filename)
+    if download or b"\x00" in stream.peek(8192)[:8192]:
+        response = FileResponse(
+            stream, as_attachment=True, filename=filename, content_type="application/octet-stream"
+        )
+        response["Content-Length"] = str(stream.size)
+        return response
+    with stream:
+        text = stream.read().decode("utf-8", "replace")
     ctx = {"job": job, "title": f"{ARTIFACTS[which]}: {member}", "text": text, "download": "?download=1"}
     return render(request, "jobs/file.html", ctx)
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from jobs import api_limits, bundles, storage, uploads
+from jobs import api_limits, artifacts, bundles, storage, uploads
 from jobs.backends import get_backend
 from jobs.backends.local.backend import model_s3_shaped
 from jobs.endpoints import deploy, tasks
@@ -58,7 +58,7 @@ def inference_scripts(job: TrainingJob) -> list[str]:
     if job.source_sha256:
         uri = bundles.uri_for(job.source_sha256, settings.ANYJOB_ARTIFACT_STORE)
         try:
-            candidates = uploads.entry_points(m.name for m in storage.list_tar_members(uri) if not m.is_dir)
+            candidates = uploads.entry_points(m.name for m in artifacts.manifest(uri).members if not m.is_dir)
         except (storage.StorageError, ValueError):
             candidates = []
     candidates = candidates or [job.entry_point]

@@ -28,3 +28,11 @@ def seconds(value: timedelta | int | float | None) -> str:
     if minutes:
         return f"{minutes} min {secs:02d} s"
     return f"{secs} s"
+
+
+@register.filter
+def failure_cause(reason: str) -> tuple[str, str]:
+    """``(cause line, the rest)`` of a ``FailureReason`` (``jobs.detail.failure_cause``)."""
+    from jobs.detail import failure_cause as split
+
+    return split(reason or "")

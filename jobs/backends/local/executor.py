@@ -466,7 +466,7 @@ class JobRun:
                     if len(skipped) > shown_skips:
                         more = len(skipped) - shown_skips
                         self.logs.add(f"anyjob: skipped {more} more entries of {where}/ (not listed)")
-                storage.upload_file(
+                storage.upload_archive(
                     archive,
                     f"{prefix}/{name}",
                     credentials=roles.storage_credentials(self.request.get("RoleArn"), prefix),
