@@ -12,7 +12,13 @@ from django.conf import settings
 from django.db.models import Value
 from django.db.models.functions import Lower
 
-from jobs.endpoints.models import MAX_BODY_BYTES, MAX_HEADER_CHARS, MAX_TEST_NAME_CHARS, SavedTest
+from jobs.endpoints.models import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_CHARS,
+    MAX_SAVED_TESTS,
+    MAX_TEST_NAME_CHARS,
+    SavedTest,
+)
 
 CONTENT_TYPES = ["application/json", "text/csv", "application/x-npy", "text/plain"]
 
@@ -105,6 +111,11 @@ class InvokeForm(forms.Form):
             )
             if taken is not None and (self.user is None or taken.owner_id != self.user.pk):
                 raise forms.ValidationError(self.name_taken(taken.name, taken.owner.get_username()))
+            if taken is None and SavedTest.objects.filter(job=self.job).count() >= MAX_SAVED_TESTS:
+                raise forms.ValidationError(
+                    f"This model has {MAX_SAVED_TESTS} saved tests, the most it keeps (its suite runs "
+                    "them all after each deploy): delete one, or save under the name of one of yours."
+                )
             self.existing = taken
         return name
 

@@ -17,6 +17,8 @@ MAX_HEADER_CHARS = 1024
 MAX_STORED_RESPONSE = 1024 * 1024
 #: A saved test's name.
 MAX_TEST_NAME_CHARS = 100
+#: Saved tests a model keeps: its suite runs them all after each deploy, one task each.
+MAX_SAVED_TESTS = 50
 
 
 class Endpoint(models.Model):

@@ -7,6 +7,8 @@
   endpoints whose host process died.
 - ``delete_endpoint``: → Deleting, then Deleted once the backend no longer has it.
 - ``run_invocation``: send one request, store the answer, judge it against its saved test.
+- ``run_suite``: the job's saved tests, one ``run_invocation`` task each (a chord), then
+  ``suite_result`` once the last one ends.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from celery import shared_task
+from celery import chord, shared_task
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from jobs.backends import get_backend
 from jobs.endpoints import deploy, expectations
-from jobs.endpoints.models import MAX_STORED_RESPONSE, Endpoint, Invocation, SavedTest
+from jobs.endpoints.models import MAX_SAVED_TESTS, MAX_STORED_RESPONSE, Endpoint, Invocation, SavedTest
 from jobs.errors import code_of, explain
 from jobs.tasks import RETRY, TransientError, _one_line, _transient, move
 
@@ -272,16 +274,48 @@ def new_run(endpoint: Endpoint, test: SavedTest, owner_id: int) -> Invocation:
     )
 
 
-@shared_task(name="endpoints.run_suite")
-def run_suite(endpoint_id: int, owner_id: int) -> int:
-    """Run every saved test of the endpoint's job against it; how many ran."""
+@shared_task(name="endpoints.run_suite", bind=True)
+def run_suite(self, endpoint_id: int, owner_id: int) -> dict[str, Any]:
+    """Run the saved tests of the endpoint's job against it (at most ``MAX_SAVED_TESTS``): one
+    ``run_invocation`` task per test, side by side (a chord), and ``suite_result`` when the last
+    one ends. Returns ``{"tests": n, "suite": the callback's task id, "runs": each test's}``.
+    Called as a function (a test step), the same steps run here, one after the other, and it
+    returns the suite's result."""
     endpoint = Endpoint.objects.filter(pk=endpoint_id, status=Status.IN_SERVICE).first()
     if endpoint is None:
-        return 0
-    tests = list(SavedTest.objects.filter(job_id=endpoint.job_id))
-    for test in tests:
-        run_invocation(new_run(endpoint, test, owner_id).pk)
-    return len(tests)
+        return {"tests": 0, "suite": None}
+    tests = list(SavedTest.objects.filter(job_id=endpoint.job_id)[: MAX_SAVED_TESTS + 1])
+    if len(tests) > MAX_SAVED_TESTS:  # saved before the bound: the first ones by name run
+        log.warning("suite of %s: running the first %d saved tests only", endpoint.name, MAX_SAVED_TESTS)
+        tests = tests[:MAX_SAVED_TESTS]
+    with transaction.atomic():
+        runs = [new_run(endpoint, test, owner_id).pk for test in tests]
+    if not runs:
+        return {"tests": 0, "suite": None}
+    if self.request.called_directly:
+        for pk in runs:
+            run_invocation(pk)
+        return suite_result(endpoint.pk, runs)
+    result = chord(run_invocation_task.si(pk) for pk in runs)(suite_result_task.si(endpoint.pk, runs))
+    return {"tests": len(runs), "suite": result.id, "runs": [r.id for r in result.parent.results]}
 
 
 run_suite_task = run_suite
+
+
+@shared_task(name="endpoints.suite_result")
+def suite_result(endpoint_id: int, invocation_ids: list[int]) -> dict[str, Any]:
+    """The suite's result, once its last test has ended: how many ran, passed, failed."""
+    runs = Invocation.objects.filter(pk__in=invocation_ids, endpoint_id=endpoint_id)
+    summary = {
+        "endpoint": endpoint_id,
+        "tests": len(invocation_ids),
+        "passed": runs.filter(passed=True).count(),
+        "failed": runs.filter(passed=False).count(),
+        "unfinished": runs.filter(status=Invocation.Status.PENDING).count(),
+    }
+    log.info("suite of endpoint %s: %s", endpoint_id, summary)
+    return summary
+
+
+suite_result_task = suite_result
