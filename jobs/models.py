@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils.timezone import now
 
 #: ``search_text`` keeps at most this many UTF-8 bytes, so that an index entry holding it stays
@@ -44,7 +45,8 @@ def searchable_text(name: str, hyperparameters: Any, channels: Any) -> str:
 class TrainingJob(models.Model):
     """One training job, from the form to its final state.
 
-    ``name`` is the SageMaker ``TrainingJobName``, fixed at creation. ``request`` is the exact
+    ``name`` is the SageMaker ``TrainingJobName``, fixed at creation, unique regardless of case
+    (as SageMaker's names are: ``LONG-RUN`` would be someone's ``long-run``). ``request`` is the exact
     ``CreateTrainingJob`` request sent (empty until submitted).
 
     Allowed status transitions (each one an update-where on the current status):
@@ -132,6 +134,7 @@ class TrainingJob(models.Model):
     search_text = models.TextField(blank=True, editable=False)
 
     class Meta:
+        constraints = [models.UniqueConstraint(Lower("name"), name="jobs_trainingjob_name_any_case")]
         indexes = [
             # Each index a history page is read in holds ``search_text``: SQLite then checks
             # ``search_text LIKE '%…%'`` in the index (a tenth of the table) and reads only the

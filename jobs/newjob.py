@@ -39,7 +39,14 @@ from jobs.forms import (
 )
 from jobs.models import TrainingJob
 from jobs.redact import secrets_of
-from jobs.requests import build_training_request, encode_hyperparameter, settings_kwargs
+from jobs.requests import (
+    CODE_CHANNEL,
+    RESERVED_TAGS,
+    build_training_request,
+    encode_hyperparameter,
+    reserved_hyperparameters,
+    settings_kwargs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,25 @@ def generate_name(entry_point: str = "") -> str:
     stem = re.sub(r"[^A-Za-z0-9]+", "-", entry_point.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-")
     stem = (stem or "job")[:30].strip("-") or "job"
     return f"{stem}-{timezone.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def name_taken(name: str) -> str | None:
+    """Why ``name`` cannot be used, or None: SageMaker's names are unique regardless of case, so
+    ``LONG-RUN`` is taken by someone's ``long-run``."""
+    existing = TrainingJob.objects.filter(name__iexact=name).values_list("name", flat=True).first()
+    if existing is None:
+        return None
+    if existing == name:
+        return f"A job called {name!r} exists already: choose another name."
+    return (
+        f"A job called {existing!r} exists already, and job names are unique regardless of case: "
+        "choose another name."
+    )
+
+
+def job_code_uri(name: str) -> str:
+    """Where the worker puts the job's own copy of its code bundle (``tasks._stage_code``)."""
+    return bundles.job_uri(name, store_uri())
 
 
 # --- code ------------------------------------------------------------------------------------
@@ -303,22 +329,22 @@ class NewJob:
         if self.code is None:
             return
         draft = self.draft()
-        if TrainingJob.objects.filter(name=draft.name).exists():
-            self.form.add_error("name", f"A job called {draft.name!r} exists already: choose another name.")
+        if taken := name_taken(draft.name):
+            self.form.add_error("name", taken)
+        if not self._check_reserved_rows(draft):
+            return
+        # The request the worker will send (job_id: the row's tag counts against the limits).
         request = build_training_request(
-            draft, code_uri=bundles.job_uri(draft.name, store_uri()), **settings_kwargs(settings)
+            draft, code_uri=job_code_uri(draft.name), job_id=0, **settings_kwargs(settings)
         )
-        try:
-            from jobs.backends.local.backend import as_s3_shaped
-
-            shaped = as_s3_shaped(request)
-        except ImportError:  # pragma: no cover - the local backend is always installed
-            shaped = request
+        backend = get_backend()
         problems = [
             (p.path, p.message, api_limits.entry_field(p))
-            for p in api_limits.validate("CreateTrainingJob", shaped)
+            for p in api_limits.validate(
+                "CreateTrainingJob", backend.api_shaped("CreateTrainingJob", request)
+            )
         ]
-        problems += [(path, message, "value") for path, message in get_backend().preflight(request)]
+        problems += [(path, message, "value") for path, message in backend.preflight(request)]
         rows = {
             "channels": [i for i, _ in self.channels.rows()],
             "tags": [i for i, _ in self.tags.rows()],
@@ -328,6 +354,26 @@ class NewJob:
         hidden = secrets_of(draft)  # a message quoting a value never quotes a secret one
         for path, message, entry_field in problems:
             self._place(path, hidden.redact(message), rows, entry_field)
+
+    def _check_reserved_rows(self, draft: SimpleNamespace) -> bool:
+        """Tags and channels anyjob adds itself cannot be typed in; whether none was."""
+        clean = True
+        for index, (i, row) in enumerate(self.tags.rows()):
+            if draft.tags[index]["key"] in RESERVED_TAGS:
+                self.tags.forms[i].add_error(
+                    "key", f"{row['key']!r} is reserved: anyjob sets this tag itself."
+                )
+                clean = False
+        if draft.network_isolation:
+            for index, (i, _) in enumerate(self.channels.rows()):
+                if draft.channels[index]["name"] == CODE_CHANNEL:
+                    self.channels.forms[i].add_error(
+                        "name",
+                        f"With network isolation the channel {CODE_CHANNEL!r} carries the job's code: "
+                        "name this one differently.",
+                    )
+                    clean = False
+        return clean
 
     def _place(self, path: str, message: str, rows: dict[str, Any], entry_field: str = "value") -> None:
         """Put one problem next to the field it is about."""
@@ -387,7 +433,9 @@ class NewJob:
                 )
                 enqueue_submit(job)
         except IntegrityError:
-            self.form.add_error("name", f"A job called {draft.name!r} exists already: choose another name.")
+            self.form.add_error(
+                "name", name_taken(draft.name) or f"A job called {draft.name!r} exists already."
+            )
             raise forms.ValidationError("duplicate name") from None
         self.job = job
         return job
@@ -426,21 +474,26 @@ def preview(data: QueryDict) -> dict[str, Any]:
             continue
         decoded[key] = decode_value(encoded[key])
     entry = (data.get("entry_point") or "").strip() or "<entry point>"
-    sha = data.get("source_sha256") or ""
-    code_uri = bundles.uri_for(sha, store_uri()) if re.fullmatch(r"[0-9a-f]{64}", sha) else "<code bundle>"
     name = (data.get("name") or "").strip() or "<job name>"
-    reserved = {
-        "sagemaker_program": json.dumps(entry),
-        "sagemaker_submit_directory": json.dumps(code_uri),
-        "sagemaker_job_name": json.dumps(name),
-        "sagemaker_region": json.dumps(settings.ANYJOB_REGION),
-        "sagemaker_container_log_level": json.dumps(20),
-    }
+    # The worker's map, from the same function: the job's own copy of the code (or, isolated,
+    # the code channel's path), not the upload's content-addressed one.
+    reserved = reserved_hyperparameters(
+        entry_point=entry,
+        job_name=name,
+        code_uri=job_code_uri(name),
+        region=settings.ANYJOB_REGION,
+        network_isolation=_checked(data.get("network_isolation")),
+    )
     return {
         "hyperparameters": json.dumps({**encoded, **reserved}, indent=2),
         "command": command_line(entry, to_cmd_args(decoded), has_setup_py=bool(data.get("has_setup_py"))),
         "problems": problems,
     }
+
+
+def _checked(value: str | None) -> bool:
+    """A checkbox's value as ``forms.BooleanField`` reads it."""
+    return forms.BooleanField(required=False).to_python(value)
 
 
 def command_line(entry: str, args: list[str], *, has_setup_py: bool = False) -> str:

@@ -3,7 +3,17 @@
 Hyperparameters are JSON-encoded as the SageMaker Python SDK does for framework estimators
 (the container decodes each value with ``json.loads``): a string ``abc`` → ``"abc"``, a number
 → ``5`` or ``0.1``, a boolean → ``true``/``false``, a JSON value → compact JSON. The reserved
-``sagemaker_*`` hyperparameters, which tell the generic image what to run, are encoded the same.
+``sagemaker_*`` hyperparameters, which tell the generic image what to run, are encoded the same
+(``reserved_hyperparameters``: the new-job preview shows the map this builds, nothing else).
+
+With ``EnableNetworkIsolation`` the container has no network and no credentials, so it cannot
+fetch its code from S3: as the SDK's ``Framework._prepare_for_training`` does, the code bundle
+then travels as one more input channel, ``code`` (last, with the fields ``TrainingInput``
+gives it by default), and ``sagemaker_submit_directory`` names where SageMaker puts it,
+``/opt/ml/input/data/code/sourcedir.tar.gz``.
+
+Each request carries the tag ``anyjob:job-id`` = the row's id: a worker that meets
+``ResourceInUse`` proves by it that the job with that name is this row's own.
 """
 
 from __future__ import annotations
@@ -21,6 +31,14 @@ RESERVED = (
     "sagemaker_container_log_level",
 )
 TYPES = ("string", "number", "boolean", "json")
+#: The channel that carries the code of a network-isolated job, and where the container finds it
+#: (the SDK's ``code_channel_name`` and ``CONTAINER_CODE_CHANNEL_SOURCEDIR_PATH``).
+CODE_CHANNEL = "code"
+CODE_CHANNEL_PATH = "/opt/ml/input/data/code/sourcedir.tar.gz"
+#: The tag naming the ``TrainingJob`` (or ``Endpoint``) row a request was made for.
+JOB_ID_TAG = "anyjob:job-id"
+ENDPOINT_ID_TAG = "anyjob:endpoint-id"
+RESERVED_TAGS = (JOB_ID_TAG, ENDPOINT_ID_TAG)
 
 
 def encode_hyperparameter(value: Any, kind: str) -> str:
@@ -62,6 +80,35 @@ def encode_hyperparameter(value: Any, kind: str) -> str:
     raise ValueError(f"unknown hyperparameter type {kind!r}: use one of {', '.join(TYPES)}")
 
 
+def reserved_hyperparameters(
+    *, entry_point: str, job_name: str, code_uri: str, region: str, network_isolation: bool
+) -> dict[str, str]:
+    """The ``sagemaker_*`` hyperparameters anyjob sets, as the SDK encodes them. ``code_uri`` is
+    the job's own copy of its bundle; an isolated job reads it from the ``code`` channel."""
+    return {
+        "sagemaker_program": json.dumps(entry_point),
+        "sagemaker_submit_directory": json.dumps(CODE_CHANNEL_PATH if network_isolation else code_uri),
+        "sagemaker_job_name": json.dumps(job_name),
+        "sagemaker_region": json.dumps(region),
+        "sagemaker_container_log_level": json.dumps(CONTAINER_LOG_LEVEL),
+    }
+
+
+def code_channel(code_uri: str) -> dict[str, Any]:
+    """The ``code`` channel of an isolated job, field for field as the SDK's
+    ``_Job._prepare_channel`` makes it (``TrainingInput(code_uri).config``)."""
+    return {
+        "ChannelName": CODE_CHANNEL,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": code_uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+    }
+
+
 def build_training_request(
     job: Any,
     *,
@@ -73,24 +120,27 @@ def build_training_request(
     kms_key_id: str = "",
     subnets: list[str] | tuple[str, ...] = (),
     security_group_ids: list[str] | tuple[str, ...] = (),
+    job_id: int | None = None,
 ) -> dict[str, Any]:
     """The ``CreateTrainingJob`` request for ``job`` (a ``TrainingJob`` or anything with its
     fields). ``default_output_path`` is used when the job names none; ``kms_key_id`` encrypts
-    the artifacts and the volume; ``subnets``/``security_group_ids`` put the job in a VPC."""
+    the artifacts and the volume; ``subnets``/``security_group_ids`` put the job in a VPC;
+    ``job_id`` (default: ``job.pk``, when it has one) goes in the ``anyjob:job-id`` tag."""
     hyperparameters: dict[str, str] = {}
     for item in job.hyperparameters or []:
         key = item["key"]
         if key in RESERVED:
             raise ValueError(f"hyperparameter {key!r} is reserved: anyjob sets it")
         hyperparameters[key] = encode_hyperparameter(item["value"], item.get("type", "string"))
+    isolated = bool(job.network_isolation)
     hyperparameters.update(
-        {
-            "sagemaker_program": json.dumps(job.entry_point),
-            "sagemaker_submit_directory": json.dumps(code_uri),
-            "sagemaker_job_name": json.dumps(job.name),
-            "sagemaker_region": json.dumps(region),
-            "sagemaker_container_log_level": json.dumps(CONTAINER_LOG_LEVEL),
-        }
+        reserved_hyperparameters(
+            entry_point=job.entry_point,
+            job_name=job.name,
+            code_uri=code_uri,
+            region=region,
+            network_isolation=isolated,
+        )
     )
     request: dict[str, Any] = {
         "TrainingJobName": job.name,
@@ -104,7 +154,7 @@ def build_training_request(
             "VolumeSizeInGB": job.volume_size_gb,
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": job.max_runtime_seconds},
-        "EnableNetworkIsolation": bool(job.network_isolation),
+        "EnableNetworkIsolation": isolated,
     }
     if kms_key_id:
         request["OutputDataConfig"]["KmsKeyId"] = kms_key_id
@@ -127,12 +177,26 @@ def build_training_request(
         if channel.get("input_mode"):
             entry["InputMode"] = channel["input_mode"]
         channels.append(entry)
+    if isolated:
+        if any(c["ChannelName"] == CODE_CHANNEL for c in channels):
+            raise ValueError(
+                f"channel {CODE_CHANNEL!r} is reserved with network isolation: it carries the code"
+            )
+        channels.append(code_channel(code_uri))
     if channels:  # AWS refuses an empty list
         request["InputDataConfig"] = channels
     if job.environment:
         request["Environment"] = {str(k): str(v) for k, v in job.environment.items()}
-    if job.tags:
-        request["Tags"] = [{"Key": t["key"], "Value": t["value"]} for t in job.tags]
+    tags = [{"Key": t["key"], "Value": t["value"]} for t in job.tags or []]
+    for tag in tags:
+        if tag["Key"] in RESERVED_TAGS:
+            raise ValueError(f"tag {tag['Key']!r} is reserved: anyjob sets it")
+    if job_id is None:
+        job_id = getattr(job, "pk", None)
+    if job_id is not None:
+        tags.append({"Key": JOB_ID_TAG, "Value": str(job_id)})
+    if tags:
+        request["Tags"] = tags
     return request
 
 

@@ -4,7 +4,9 @@ Each task takes ids, is idempotent and keeps the job's state in the database; ev
 change is an update-where on the status it expects (a row that moved on is left alone).
 
 - ``submit_job``: Pending|SubmitFailed → Submitting → InProgress|SubmitFailed. A retry after
-  a lost answer meets ``ResourceInUse`` and continues as submitted.
+  a lost answer meets ``ResourceInUse`` and continues as submitted, once the job with that name
+  is proved this row's (its ``anyjob:job-id`` tag); a name taken by another job (names are unique
+  regardless of case) ends SubmitFailed.
 - ``poll_jobs`` (beat, every 2 s): one list call for what changed since the watermark,
   a describe only for jobs whose status or LastModifiedTime changed.
 - ``stop_job``: the backend's stop; the poller records Stopping → Stopped. A stop that finds the
@@ -34,9 +36,10 @@ from django.utils import timezone
 
 from jobs import bundles, storage
 from jobs.backends import get_backend
+from jobs.backends.base import tags_of
 from jobs.errors import explain
 from jobs.models import PollState, TrainingJob
-from jobs.requests import build_training_request, settings_kwargs
+from jobs.requests import JOB_ID_TAG, build_training_request, settings_kwargs
 
 log = logging.getLogger(__name__)
 Status = TrainingJob.Status
@@ -54,6 +57,10 @@ POLLED = (Status.SUBMITTING, Status.IN_PROGRESS, Status.STOPPING)
 
 class TransientError(Exception):
     """A backend call that may succeed when tried again (throttling, network)."""
+
+
+class NameTaken(ValueError):
+    """The backend has a job (or endpoint) by this name, any case, that is not this row's."""
 
 
 RETRY = {
@@ -123,7 +130,7 @@ def submit_job(self, job_id: int) -> str:
     backend = get_backend()
     try:
         code_uri = _stage_code(job)
-        request = build_training_request(job, code_uri=code_uri, **settings_kwargs(settings))
+        request = build_training_request(job, code_uri=code_uri, job_id=job.pk, **settings_kwargs(settings))
         TrainingJob.objects.filter(pk=job.pk).update(request=request, source_uri=code_uri)
         backend.check_inputs(request)
         try:
@@ -131,8 +138,8 @@ def submit_job(self, job_id: int) -> str:
         except ClientError as exc:
             if _code(exc) != "ResourceInUse":
                 raise
-            # A retry after a lost answer: the job is ours if the backend has it.
-            backend.describe_training_job(job.name)
+            # A retry after a lost answer, or someone else's job by this name (any case).
+            check_ours(backend, job)
             log.info("submit_job %s: already created, continuing", job.name)
     except Exception as exc:
         retry = _transient(exc) and self.request.retries < self.max_retries
@@ -160,6 +167,19 @@ def submit_job(self, job_id: int) -> str:
 
 
 submit_job_task = submit_job
+
+
+def check_ours(backend: Any, job: TrainingJob) -> None:
+    """Raise ``NameTaken`` unless the backend's training job called ``job.name`` carries this
+    row's ``anyjob:job-id`` tag: only then is ``ResourceInUse`` our own earlier call."""
+    described = backend.describe_training_job(job.name)
+    if tags_of(backend, described["TrainingJobArn"]).get(JOB_ID_TAG) == str(job.pk):
+        return
+    raise NameTaken(
+        f"The name {job.name!r} is taken: the training job {described.get('TrainingJobName', job.name)!r} "
+        "exists already and is someone else's, not this one (names are unique regardless of case). "
+        "Clone this job under another name."
+    )
 
 
 def _stop_requested(pk: int) -> bool:

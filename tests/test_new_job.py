@@ -344,29 +344,71 @@ def test_the_upload_endpoint_answers_the_code_panel(signed_in):
     assert "not a valid .zip archive" in response.content.decode()
 
 
-def test_the_preview_shows_the_exact_map_and_command_line(signed_in):
+class RecordingBackend:
+    """A backend that keeps every CreateTrainingJob request it is sent (the rest: defaults)."""
+
+    def __new__(cls):
+        from jobs.backends.base import Backend
+
+        class Recording(Backend):
+            sent: list = []
+
+            def create_training_job(self, request):
+                self.sent.append(json.loads(json.dumps(request)))
+                return {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:0:training-job/x"}
+
+        return Recording()
+
+
+@pytest.mark.parametrize("isolated", [False, True])
+def test_the_preview_shows_the_exact_map_and_command_line(signed_in, monkeypatch, isolated):
+    from jobs.tasks import submit_job
+
+    hyperparameters = [
+        {"key": "lr", "value": "0.1", "type": "number"},
+        {"key": "optimizer", "value": "adam", "type": "string"},
+        {"key": "b", "value": "true", "type": "boolean"},
+        {"key": "layers", "value": "[64, 32]", "type": "json"},
+        {"key": "opt", "value": '{"eps": 1e-08, "off": null}', "type": "json"},
+    ]
+    extra = {"network_isolation": "on"} if isolated else {}
+    response, _ = submit(signed_in, form(name="demo-1", hyperparameters=hyperparameters, **extra), [upload()])
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    job = TrainingJob.objects.get(name="demo-1")
+    # The preview, from the form as the browser sends it once the code is uploaded.
     data = {
-        "name": "demo-1",
+        **form(name="demo-1", hyperparameters=hyperparameters, **extra),
         "entry_point": "train.py",
-        **rows(
-            "hp",
-            [
-                {"key": "lr", "value": "0.1", "type": "number"},
-                {"key": "optimizer", "value": "adam", "type": "string"},
-                {"key": "b", "value": "true", "type": "boolean"},
-                {"key": "layers", "value": "[64, 32]", "type": "json"},
-                {"key": "bad", "value": "x", "type": "number"},
-            ],
-        ),
+        "source_sha256": job.source_sha256,
     }
     response = signed_in.post("/new/preview/", data)
     assert response.status_code == 200
     preview = response.context["preview"]
-    sent = json.loads(preview["hyperparameters"])
-    assert sent["lr"] == "0.1" and sent["optimizer"] == '"adam"' and sent["b"] == "true"
-    assert sent["layers"] == "[64,32]"
-    assert sent["sagemaker_program"] == '"train.py"' and sent["sagemaker_job_name"] == '"demo-1"'
-    assert preview["command"] == "python train.py -b True --layers '[64, 32]' --lr 0.1 --optimizer adam"
+    # The real worker, against a backend that records what it is sent: every key the same.
+    backend = RecordingBackend()
+    monkeypatch.setattr("jobs.tasks.get_backend", lambda: backend)
+    assert submit_job(job.pk) == "submitted"
+    (sent,) = backend.sent
+    job.refresh_from_db()
+    assert json.loads(preview["hyperparameters"]) == sent["HyperParameters"]
+    submitted = json.loads(sent["HyperParameters"]["sagemaker_submit_directory"])
+    if isolated:
+        assert submitted == "/opt/ml/input/data/code/sourcedir.tar.gz"
+        assert sent["InputDataConfig"][-1]["DataSource"]["S3DataSource"]["S3Uri"] == job.source_uri
+    else:
+        assert submitted == job.source_uri and "/demo-1/source/" in submitted  # the job's own copy
+    assert preview["command"] == (
+        "python train.py -b True --layers '[64, 32]' --lr 0.1 --opt eps=1e-08,off=None --optimizer adam"
+    )
+
+
+def test_the_preview_lists_rows_that_do_not_check_out(signed_in):
+    data = {
+        "name": "demo-1",
+        "entry_point": "train.py",
+        **rows("hp", [{"key": "bad", "value": "x", "type": "number"}]),
+    }
+    preview = signed_in.post("/new/preview/", data).context["preview"]
     assert preview["problems"] == ["bad: 'x' is not a number"]
 
 

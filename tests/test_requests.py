@@ -74,6 +74,7 @@ def test_every_field() -> None:
         environment={"A": "1"},
         tags=[{"key": "team", "value": "ml"}],
         network_isolation=True,
+        pk=7,
     )
     assert build_training_request(full, **SETTINGS) == {
         "TrainingJobName": "linear-1",
@@ -86,6 +87,8 @@ def test_every_field() -> None:
             "shuffle": "true",
             "layers": "[64,32]",
             **RESERVED,
+            # Isolated: no network to fetch the code with, so it comes as the "code" channel.
+            "sagemaker_submit_directory": '"/opt/ml/input/data/code/sourcedir.tar.gz"',
         },
         "OutputDataConfig": {"S3OutputPath": "s3://other/out"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
@@ -104,10 +107,38 @@ def test_every_field() -> None:
                 "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "file:///data/test"}},
                 "InputMode": "FastFile",
             },
+            {
+                "ChannelName": "code",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": "s3://bucket/code/abc/sourcedir.tar.gz",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            },
         ],
         "Environment": {"A": "1"},
-        "Tags": [{"Key": "team", "Value": "ml"}],
+        "Tags": [{"Key": "team", "Value": "ml"}, {"Key": "anyjob:job-id", "Value": "7"}],
     }
+
+
+def test_the_row_id_tag_follows_the_users_tags_and_cannot_be_typed_in() -> None:
+    assert build_training_request(job(), job_id=42, **SETTINGS)["Tags"] == [
+        {"Key": "anyjob:job-id", "Value": "42"}
+    ]
+    with pytest.raises(ValueError, match="reserved"):
+        build_training_request(job(tags=[{"key": "anyjob:job-id", "value": "1"}]), **SETTINGS)
+
+
+def test_a_channel_called_code_clashes_with_isolation_only() -> None:
+    channels = [{"name": "code", "uri": "s3://bucket/src/", "content_type": "", "input_mode": ""}]
+    assert (
+        build_training_request(job(channels=channels), **SETTINGS)["InputDataConfig"][0]["ChannelName"]
+        == "code"
+    )
+    with pytest.raises(ValueError, match="reserved with network isolation"):
+        build_training_request(job(channels=channels, network_isolation=True), **SETTINGS)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,15 @@ class Layout:
         env = os.environ if environ is None else environ
         return cls(Path(env.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE))
 
+    def resolve(self, location: str) -> str:
+        """A plain path under ``/opt/ml`` (an isolated job's ``sagemaker_submit_directory``,
+        ``/opt/ml/input/data/code/sourcedir.tar.gz``) as it lies under the moved base; any
+        other location as it is."""
+        prefix = DEFAULT_BASE + "/"
+        if location.startswith(prefix) and self.base != Path(DEFAULT_BASE):
+            return str(self.base / location[len(prefix) :])
+        return location
+
     @property
     def input_dir(self) -> Path:
         return self.base / "input"

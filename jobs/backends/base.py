@@ -75,10 +75,26 @@ class Backend:
         the web process (``file://``)."""
         return None
 
-    def preflight(self, request: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """What this backend would refuse in ``request`` beyond the API's own rules, as
-        ``(request path, message)``: the new-job form shows each next to its field."""
+    def preflight(
+        self, request: Mapping[str, Any], operation: str = "CreateTrainingJob"
+    ) -> list[tuple[str, str]]:
+        """What this backend would refuse in ``request`` (of ``operation``: CreateTrainingJob,
+        CreateModel, CreateEndpointConfig) beyond the API's own rules, as ``(request path,
+        message)``: the new-job and deploy forms show each next to its field. Each backend owns
+        its rules (which URI schemes, which folders); no caller branches on the backend."""
         return []
+
+    def api_shaped(self, operation: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``request`` as the service's own rules (``jobs.api_limits``) should see it: a backend
+        that accepts more than AWS in some field (the local ``file://`` URIs) puts it in AWS's
+        shape here, so every other rule still applies. The default: the request itself."""
+        return request
+
+    def list_tags(self, **params: Any) -> dict[str, Any]:
+        """``ListTags``: ``ResourceArn`` (a training job's, model's, endpoint config's or
+        endpoint's), ``NextToken``, ``MaxResults``; answers ``{"Tags": [{"Key", "Value"}],
+        "NextToken"?}``."""
+        raise NotImplementedError
 
     def job_notes(self, name: str) -> list[str]:
         """Facts about how the job ran that the service's shape has no field for."""
@@ -128,6 +144,16 @@ class Backend:
         ``Creating`` at once and ``InService`` (or ``Failed`` with ``FailureReason``) later."""
         raise NotImplementedError
 
+    def describe_model(self, name: str) -> dict[str, Any]:
+        """``DescribeModel``: ``ModelName``, ``ModelArn``, ``PrimaryContainer``, … ;
+        ``ValidationException`` ("Could not find model") when there is none."""
+        raise NotImplementedError
+
+    def describe_endpoint_config(self, name: str) -> dict[str, Any]:
+        """``DescribeEndpointConfig``: ``EndpointConfigName``, ``EndpointConfigArn``,
+        ``ProductionVariants``, … ; ``ValidationException`` when there is none."""
+        raise NotImplementedError
+
     def describe_endpoint(self, name: str) -> dict[str, Any]:
         """``DescribeEndpoint``: ``EndpointStatus`` (Creating, InService, Failed, Deleting, …),
         ``FailureReason``, ``CreationTime``, ``LastModifiedTime``. ``ValidationException``
@@ -174,6 +200,18 @@ class Backend:
         machine or worker restart); returns how many were restarted or finished deleting.
         Called by a periodic task; backends whose endpoints live elsewhere (AWS) do nothing."""
         return 0
+
+
+def tags_of(backend: Backend, arn: str) -> dict[str, str]:
+    """Every tag of the resource ``arn`` (``ListTags`` followed to its last page)."""
+    tags: dict[str, str] = {}
+    params: dict[str, Any] = {"ResourceArn": arn, "MaxResults": 100}
+    while True:
+        page = backend.list_tags(**params)
+        tags.update({t["Key"]: t.get("Value", "") for t in page.get("Tags", [])})
+        if not page.get("NextToken"):
+            return tags
+        params["NextToken"] = page["NextToken"]
 
 
 def _tail(read: Any, name: str, lines: int) -> tuple[list[dict[str, Any]], str | None, bool]:

@@ -89,6 +89,21 @@ class SageMakerBackend(Backend):
     def stop_training_job(self, name: str) -> None:
         self.sagemaker.stop_training_job(TrainingJobName=name)
 
+    def list_tags(self, **params: Any) -> dict[str, Any]:
+        return self.sagemaker.list_tags(**params)
+
+    # -- what AWS refuses that its API model does not say -------------------------------------
+    def preflight(
+        self, request: Mapping[str, Any], operation: str = "CreateTrainingJob"
+    ) -> list[tuple[str, str]]:
+        """SageMaker reads and writes S3 only: a ``file://`` location (which the local backend
+        takes) is refused here, at the form, rather than by AWS at submit."""
+        return [
+            (path, f"{uri} is a file:// location: SageMaker on AWS reads and writes s3:// only.")
+            for path, uri in _locations(operation, request)
+            if isinstance(uri, str) and uri.startswith("file://")
+        ]
+
     # -- inputs ----------------------------------------------------------------------------------
     def check_inputs(self, request: Mapping[str, Any]) -> None:
         """Each channel's prefix must hold an object anyjob can see, in the job's region: AWS
@@ -204,6 +219,12 @@ class SageMakerBackend(Backend):
     def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
         return self.sagemaker.create_endpoint(**request)
 
+    def describe_model(self, name: str) -> dict[str, Any]:
+        return self.sagemaker.describe_model(ModelName=name)
+
+    def describe_endpoint_config(self, name: str) -> dict[str, Any]:
+        return self.sagemaker.describe_endpoint_config(EndpointConfigName=name)
+
     def describe_endpoint(self, name: str) -> dict[str, Any]:
         return self.sagemaker.describe_endpoint(EndpointName=name)
 
@@ -242,3 +263,27 @@ class SageMakerBackend(Backend):
     # -- artifacts -------------------------------------------------------------------------------
     def download_url(self, uri: str, filename: str) -> str | None:
         return storage.download_url(uri, expires=settings.ANYJOB_DOWNLOAD_URL_SECONDS, filename=filename)
+
+
+def _locations(operation: str, request: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(request path, URI)`` of every storage location ``request`` names."""
+    if operation == "CreateModel":
+        container = request.get("PrimaryContainer") or {}
+        code = (container.get("Environment") or {}).get("SAGEMAKER_SUBMIT_DIRECTORY")
+        return [
+            ("PrimaryContainer.ModelDataUrl", container.get("ModelDataUrl")),
+            ("PrimaryContainer.Environment.SAGEMAKER_SUBMIT_DIRECTORY", code),
+        ]
+    if operation != "CreateTrainingJob":
+        return []
+    found: list[tuple[str, Any]] = []
+    for i, channel in enumerate(request.get("InputDataConfig") or []):
+        source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
+        found.append((f"InputDataConfig[{i}].DataSource.S3DataSource.S3Uri", source.get("S3Uri")))
+    code = (request.get("HyperParameters") or {}).get("sagemaker_submit_directory", "")
+    return [
+        *found,
+        ("OutputDataConfig.S3OutputPath", (request.get("OutputDataConfig") or {}).get("S3OutputPath")),
+        ("HyperParameters.sagemaker_submit_directory", code.strip('"') if isinstance(code, str) else code),
+        ("CheckpointConfig.S3Uri", (request.get("CheckpointConfig") or {}).get("S3Uri")),
+    ]

@@ -3,13 +3,24 @@
 The generic image serves: ``SAGEMAKER_PROGRAM`` names the inference script and
 ``SAGEMAKER_SUBMIT_DIRECTORY`` the job's code bundle, which the container fetches itself, and
 ``ModelDataUrl`` is the job's ``model.tar.gz`` (extracted at ``/opt/ml/model``).
+
+Each request carries the tag ``anyjob:endpoint-id`` = the row's id (once it has one): a worker
+that finds the name taken proves by it that the model, config or endpoint is this row's own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from jobs.requests import ENDPOINT_ID_TAG
+
 VARIANT = "AllTraffic"
+
+
+def _tagged(request: dict[str, Any], endpoint: Any) -> dict[str, Any]:
+    if getattr(endpoint, "pk", None) is not None:
+        request["Tags"] = [{"Key": ENDPOINT_ID_TAG, "Value": str(endpoint.pk)}]
+    return request
 
 
 def model_request(
@@ -36,7 +47,7 @@ def model_request(
     }
     if subnets or security_group_ids:
         request["VpcConfig"] = {"SecurityGroupIds": list(security_group_ids), "Subnets": list(subnets)}
-    return request
+    return _tagged(request, endpoint)
 
 
 def config_request(endpoint: Any, *, kms_key_id: str = "") -> dict[str, Any]:
@@ -53,11 +64,11 @@ def config_request(endpoint: Any, *, kms_key_id: str = "") -> dict[str, Any]:
     }
     if kms_key_id:
         request["KmsKeyId"] = kms_key_id
-    return request
+    return _tagged(request, endpoint)
 
 
 def endpoint_request(endpoint: Any) -> dict[str, Any]:
-    return {"EndpointName": endpoint.name, "EndpointConfigName": endpoint.name}
+    return _tagged({"EndpointName": endpoint.name, "EndpointConfigName": endpoint.name}, endpoint)
 
 
 def requests_for(endpoint: Any, job: Any, settings: Any) -> dict[str, dict[str, Any]]:

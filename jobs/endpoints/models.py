@@ -65,6 +65,8 @@ class Endpoint(models.Model):
     last_invoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # Unique regardless of case, as SageMaker's endpoint names are.
+        constraints = [models.UniqueConstraint(Lower("name"), name="endpoints_endpoint_name_any_case")]
         indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["created_at"])]
 
     def __str__(self) -> str:

@@ -1,7 +1,9 @@
 """Celery tasks of endpoints: short, ids in, state in the database (as ``jobs.tasks``).
 
 - ``deploy_endpoint``: Pending → Creating (CreateModel, CreateEndpointConfig, CreateEndpoint;
-  ``ResourceInUse`` after a lost answer continues) or DeployFailed with one line.
+  a name already taken after a lost answer continues once the thing by that name is proved
+  this row's by its ``anyjob:endpoint-id`` tag) or DeployFailed with one line (also when the
+  name, in any case, is someone else's).
 - ``poll_endpoints`` (beat): describe the endpoints the backend has; InService starts the job's
   saved suite; an endpoint past its time-to-live is deleted; the local backend re-attaches
   endpoints whose host process died.
@@ -25,10 +27,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs.backends import get_backend
+from jobs.backends.base import tags_of
 from jobs.endpoints import deploy, expectations
 from jobs.endpoints.models import MAX_SAVED_TESTS, MAX_STORED_RESPONSE, Endpoint, Invocation, SavedTest
 from jobs.errors import code_of, explain
-from jobs.tasks import RETRY, TransientError, _one_line, _transient, move
+from jobs.requests import ENDPOINT_ID_TAG
+from jobs.tasks import RETRY, NameTaken, TransientError, _one_line, _transient, move
 
 log = logging.getLogger(__name__)
 Status = Endpoint.Status
@@ -72,16 +76,22 @@ def deploy_endpoint(self, endpoint_id: int) -> str:
     requests = deploy.requests_for(endpoint, endpoint.job, settings)
     Endpoint.objects.filter(pk=endpoint.pk).update(requests=requests, error="")
     try:
-        for call, method in (
-            ("CreateModel", backend.create_model),
-            ("CreateEndpointConfig", backend.create_endpoint_config),
-            ("CreateEndpoint", backend.create_endpoint),
+        for call, method, describe, what in (
+            ("CreateModel", backend.create_model, backend.describe_model, "model"),
+            (
+                "CreateEndpointConfig",
+                backend.create_endpoint_config,
+                backend.describe_endpoint_config,
+                "config",
+            ),
+            ("CreateEndpoint", backend.create_endpoint, backend.describe_endpoint, "endpoint"),
         ):
             try:
                 method(requests[call])
             except ClientError as exc:
                 if not _already(exc):
                     raise
+                check_ours(backend, endpoint, describe, what)
                 log.info("deploy %s: %s already done, continuing", endpoint.name, call)
     except Exception as exc:
         if _transient(exc) and self.request.retries < self.max_retries:
@@ -96,6 +106,22 @@ def deploy_endpoint(self, endpoint_id: int) -> str:
 
 
 deploy_endpoint_task = deploy_endpoint
+
+_ARN = {"model": "ModelArn", "config": "EndpointConfigArn", "endpoint": "EndpointArn"}
+_WHAT = {"model": "a model", "config": "an endpoint configuration", "endpoint": "an endpoint"}
+
+
+def check_ours(backend: Any, endpoint: Endpoint, describe: Any, what: str) -> None:
+    """Raise ``NameTaken`` unless the backend's model, config or endpoint (``what``) called
+    ``endpoint.name`` carries this row's ``anyjob:endpoint-id`` tag."""
+    described = describe(endpoint.name)
+    if tags_of(backend, described[_ARN[what]]).get(ENDPOINT_ID_TAG) == str(endpoint.pk):
+        return
+    raise NameTaken(
+        f"The name {endpoint.name!r} is taken: {_WHAT[what]} of that name exists already and is "
+        "someone else's, not this endpoint's (names are unique regardless of case). "
+        "Deploy again under another name."
+    )
 
 
 def refresh_endpoint(endpoint: Endpoint) -> str:

@@ -27,7 +27,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from jobs import api_limits, artifacts, bundles, storage, uploads
 from jobs.backends import get_backend
-from jobs.backends.local.backend import model_s3_shaped
 from jobs.endpoints import deploy, tasks
 from jobs.endpoints.forms import CONTENT_TYPES, DeployForm, InvokeForm
 from jobs.endpoints.models import Endpoint, Invocation, SavedTest
@@ -106,7 +105,7 @@ def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
                         endpoint.save()
                         tasks.enqueue_deploy(endpoint)
                 except IntegrityError:
-                    form.add_error("name", f"An endpoint called {endpoint.name!r} exists already.")
+                    form.add_error("name", endpoint_name_taken(endpoint.name) or "The name is taken.")
                 else:
                     messages.success(request, f"Deploying {endpoint.name}.")
                     return redirect("endpoint_detail", name=endpoint.name)
@@ -119,29 +118,43 @@ def deploy_job(request: HttpRequest, name: str) -> HttpResponse:
 
 def _check_requests(form: DeployForm, env: Any, endpoint: Endpoint, job: TrainingJob) -> None:
     """The API's limits on the three requests, next to the fields (as the new-job page does)."""
-    if Endpoint.objects.filter(name=endpoint.name).exists():
-        form.add_error("name", f"An endpoint called {endpoint.name!r} exists already.")
+    if taken := endpoint_name_taken(endpoint.name):
+        form.add_error("name", taken)
     env_rows = {r["key"]: i for i, r in env.rows()}
     hidden = secrets_of(endpoint)  # a message quoting a value never quotes a secret one
     seen: set[tuple[str, str]] = set()
+    backend = get_backend()
     for call, request in deploy.requests_for(endpoint, job, settings).items():
-        if call == "CreateModel":  # file:// model data (local backend) checked in S3's shape
-            request = model_s3_shaped(request)
-        for problem in api_limits.validate(call, request):
-            key = (problem.path, problem.message)
+        # The service's rules on the request in AWS's shape, then the backend's own.
+        problems = [
+            (p.path, p.message, api_limits.entry_field(p))
+            for p in api_limits.validate(call, backend.api_shaped(call, request))
+        ]
+        problems += [(path, message, "value") for path, message in backend.preflight(request, call)]
+        for path, text, entry_field in problems:
+            key = (path, text)
             if key in seen:
                 continue
             seen.add(key)
-            message = hidden.redact(problem.message)
-            if problem.path in FIELDS:
-                form.add_error(FIELDS[problem.path], message)
-            elif problem.path.startswith("PrimaryContainer.Environment.") and (
-                problem.path.split(".", 2)[2] in env_rows
-            ):
-                index = env_rows[problem.path.split(".", 2)[2]]
-                env.forms[index].add_error(api_limits.entry_field(problem), message)
+            message = hidden.redact(text)
+            if path in FIELDS:
+                form.add_error(FIELDS[path], message)
+            elif path.startswith("PrimaryContainer.Environment.") and path.split(".", 2)[2] in env_rows:
+                env.forms[env_rows[path.split(".", 2)[2]]].add_error(entry_field, message)
             else:
-                form.add_error(None, f"{problem.path}: {message}")
+                form.add_error(None, f"{path}: {message}")
+
+
+def endpoint_name_taken(name: str) -> str | None:
+    """Why ``name`` cannot be used, or None: endpoint names are unique regardless of case."""
+    existing = Endpoint.objects.filter(name__iexact=name).values_list("name", flat=True).first()
+    if existing is None:
+        return None
+    if existing == name:
+        return f"An endpoint called {name!r} exists already."
+    return (
+        f"An endpoint called {existing!r} exists already, and endpoint names are unique regardless of case."
+    )
 
 
 @login_required

@@ -95,6 +95,7 @@ def test_the_whole_cycle_deploy_serve_test_delete(stubs, runtime, endpoint, alic
                     "LOG_PREDICTIONS": "1",
                 },
             },
+            "Tags": [{"Key": "anyjob:endpoint-id", "Value": str(endpoint.pk)}],
         },
     )
     sm.add_response(
@@ -110,12 +111,17 @@ def test_the_whole_cycle_deploy_serve_test_delete(stubs, runtime, endpoint, alic
                     "InitialInstanceCount": 2,
                 }
             ],
+            "Tags": [{"Key": "anyjob:endpoint-id", "Value": str(endpoint.pk)}],
         },
     )
     sm.add_response(
         "create_endpoint",
         {"EndpointArn": EP_ARN + "iris-1-ep"},
-        {"EndpointName": "iris-1-ep", "EndpointConfigName": "iris-1-ep"},
+        {
+            "EndpointName": "iris-1-ep",
+            "EndpointConfigName": "iris-1-ep",
+            "Tags": [{"Key": "anyjob:endpoint-id", "Value": str(endpoint.pk)}],
+        },
     )
     assert tasks.deploy_endpoint(endpoint.pk) == "creating"
     endpoint.refresh_from_db()
@@ -192,6 +198,55 @@ def test_a_refused_deploy_says_why_in_one_line(stubs, runtime, endpoint):
     assert tasks.deploy_endpoint(endpoint.pk) == "failed"
     endpoint.refresh_from_db()
     assert endpoint.status == "DeployFailed" and endpoint.error.startswith("An AWS quota is reached")
+
+
+def test_a_name_taken_by_someone_elses_model_in_another_case_fails_the_deploy(stubs, runtime, endpoint):
+    # AWS answers that the model exists (someone's iris-1-EP): its tags say it is not this row's.
+    model_arn = "arn:aws:sagemaker:us-east-1:123456789012:model/iris-1-ep"
+    stubs.sagemaker.add_client_error(
+        "create_model", "ValidationException", f'Cannot create already existing model "{model_arn}".', 400
+    )
+    stubs.sagemaker.add_response(
+        "describe_model",
+        {"ModelName": "iris-1-EP", "ModelArn": model_arn, "CreationTime": T0, "ExecutionRoleArn": ROLE},
+        {"ModelName": "iris-1-ep"},
+    )
+    stubs.sagemaker.add_response(
+        "list_tags",
+        {"Tags": [{"Key": "anyjob:endpoint-id", "Value": str(endpoint.pk + 1)}]},
+        {"ResourceArn": model_arn, "MaxResults": 100},
+    )
+    assert tasks.deploy_endpoint(endpoint.pk) == "failed"
+    endpoint.refresh_from_db()
+    assert endpoint.status == "DeployFailed"
+    assert endpoint.error.startswith("The name 'iris-1-ep' is taken: a model of that name exists already")
+
+
+def test_a_lost_answer_continues_once_the_endpoint_is_proved_this_rows(stubs, runtime, endpoint):
+    for call, arn_key, kind in (
+        ("model", "ModelArn", "model"),
+        ("endpoint_config", "EndpointConfigArn", "endpoint-config"),
+        ("endpoint", "EndpointArn", "endpoint"),
+    ):
+        arn = f"arn:aws:sagemaker:us-east-1:123456789012:{kind}/iris-1-ep"
+        stubs.sagemaker.add_client_error(
+            f"create_{call}", "ValidationException", f'Cannot create already existing {kind} "{arn}".', 400
+        )
+        name_key = {"model": "ModelName", "endpoint_config": "EndpointConfigName", "endpoint": "EndpointName"}
+        answer = {name_key[call]: "iris-1-ep", arn_key: arn, "CreationTime": T0}
+        if call == "endpoint":
+            answer = described("Creating")
+        elif call == "model":
+            answer["ExecutionRoleArn"] = ROLE
+        else:
+            answer["ProductionVariants"] = [{"VariantName": "AllTraffic", "ModelName": "iris-1-ep"}]
+        stubs.sagemaker.add_response(f"describe_{call}", answer, {name_key[call]: "iris-1-ep"})
+        stubs.sagemaker.add_response(
+            "list_tags",
+            {"Tags": [{"Key": "anyjob:endpoint-id", "Value": str(endpoint.pk)}]},
+            {"ResourceArn": answer[arn_key], "MaxResults": 100},
+        )
+    assert tasks.deploy_endpoint(endpoint.pk) == "creating"
 
 
 def test_an_endpoint_that_fails_to_start_keeps_its_reason(stubs, runtime, endpoint):

@@ -81,7 +81,11 @@ def expected_request(name: str, data: dict[str, str], **overrides) -> dict:
             },
         ],
         "Environment": {"MY_FLAG": "1"},
-        "Tags": [{"Key": "team", "Value": "ml"}],
+        # The user's tags, then the row's id: what proves the job is this row's on ResourceInUse.
+        "Tags": [
+            {"Key": "team", "Value": "ml"},
+            {"Key": "anyjob:job-id", "Value": str(TrainingJob.objects.get(name=name).pk)},
+        ],
     }
     request.update(overrides)
     return request
@@ -154,6 +158,80 @@ def test_the_exact_request_for_several_channels_and_typed_hyperparameters(stubs,
     assert job.source_uri == f"s3://{BUCKET}/{key}"
 
 
+def test_a_network_isolated_job_gets_its_code_as_the_code_channel_as_the_sdk_sends_it(stubs, signed_in, data):
+    # No network and no credentials in the container: the bundle travels as an input channel
+    # (TrainingInput's fields, last), and the submit directory is where SageMaker puts it.
+    job = new_job(
+        signed_in,
+        "iso-1",
+        network_isolation="on",
+        channels=[{"name": "train", "uri": data["train"]}],
+    )
+    code_uri = f"s3://{BUCKET}/anyjob/iso-1/source/sourcedir.tar.gz"
+    stubs.sagemaker.add_response(
+        "create_training_job",
+        {"TrainingJobArn": ARN + "iso-1"},
+        {
+            "TrainingJobName": "iso-1",
+            "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+            "RoleArn": ROLE,
+            "HyperParameters": {
+                "sagemaker_program": '"train.py"',
+                "sagemaker_submit_directory": '"/opt/ml/input/data/code/sourcedir.tar.gz"',
+                "sagemaker_job_name": '"iso-1"',
+                "sagemaker_region": '"us-east-1"',
+                "sagemaker_container_log_level": "20",
+            },
+            "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/anyjob/output"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "EnableNetworkIsolation": True,
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": data["train"]}},
+                },
+                {
+                    "ChannelName": "code",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": code_uri,
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                },
+            ],
+            "Tags": [{"Key": "anyjob:job-id", "Value": str(job.pk)}],
+        },
+    )
+    assert submit_job(job.pk) == "submitted"
+    job.refresh_from_db()
+    assert job.status == "InProgress" and job.source_uri == code_uri
+
+
+def test_a_user_channel_called_code_is_refused_with_isolation(stubs, signed_in, data):
+    response, _ = submit(
+        signed_in, form(network_isolation="on", channels=[{"name": "code", "uri": data["train"]}]), [upload()]
+    )
+    assert response.status_code == 200
+    assert "carries the job&#x27;s code" in response.content.decode()
+    assert not TrainingJob.objects.exists()
+
+
+def test_file_channels_are_refused_at_the_form_on_aws(stubs, signed_in):
+    response, _ = submit(
+        signed_in,
+        form(channels=[{"name": "train", "uri": "file:///srv/data/train"}], output_path="file:///srv/out"),
+        [upload()],
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.count("SageMaker on AWS reads and writes s3:// only") == 2
+    assert "file:///srv/data/train is a file:// location" in body
+    assert not TrainingJob.objects.exists()
+
+
 def test_vpc_and_kms_settings_reach_the_request(stubs, signed_in, data, settings):
     settings.ANYJOB_KMS_KEY_ID = "alias/anyjob"
     settings.ANYJOB_VPC_SUBNETS = ["subnet-0123456789abcdef0"]
@@ -176,9 +254,54 @@ def test_a_resubmit_after_a_lost_answer_meets_resource_in_use_and_continues(stub
         "create_training_job", "ResourceInUse", "Training job names must be unique", 400
     )
     stubs.sagemaker.add_response("describe_training_job", described("iris-1"), {"TrainingJobName": "iris-1"})
+    stubs.sagemaker.add_response(
+        "list_tags",
+        {"Tags": [{"Key": "team", "Value": "ml"}, {"Key": "anyjob:job-id", "Value": str(job.pk)}]},
+        {"ResourceArn": ARN + "iris-1", "MaxResults": 100},
+    )
     assert submit_job(job.pk) == "submitted"
     job.refresh_from_db()
     assert job.status == "InProgress" and not job.error
+
+
+def test_resource_in_use_for_someone_elses_job_of_that_name_in_another_case_fails_the_submit(
+    stubs, signed_in, data, bob
+):
+    # AWS names are unique regardless of case: bob's LONG-RUN meets alice's long-run. Forced past
+    # the form (a row made directly), the worker proves by the tags that it is not this row's.
+    job = TrainingJob.objects.create(
+        owner=bob,
+        name="LONG-RUN",
+        entry_point="train.py",
+        source_sha256=full_job(signed_in, data).source_sha256,
+    )
+    stubs.sagemaker.add_client_error(
+        "create_training_job",
+        "ResourceInUse",
+        "Training job names must be unique within an AWS account and region, and a training job "
+        "with this name already exists",
+        400,
+    )
+    stubs.sagemaker.add_response(
+        "describe_training_job",
+        described("long-run", TrainingJobArn=ARN + "long-run"),
+        {"TrainingJobName": "LONG-RUN"},
+    )
+    stubs.sagemaker.add_response(
+        "list_tags",
+        {"Tags": [{"Key": "anyjob:job-id", "Value": "999"}], "NextToken": "page-2"},
+        {"ResourceArn": ARN + "long-run", "MaxResults": 100},
+    )
+    stubs.sagemaker.add_response(
+        "list_tags",
+        {"Tags": [{"Key": "team", "Value": "vision"}]},
+        {"ResourceArn": ARN + "long-run", "MaxResults": 100, "NextToken": "page-2"},
+    )
+    assert submit_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.status == "SubmitFailed"
+    assert "'LONG-RUN' is taken" in job.error and "'long-run'" in job.error
+    assert "someone else's" in job.error
 
 
 def test_throttling_is_retried_then_succeeds(stubs, signed_in, data):
@@ -575,6 +698,11 @@ def test_a_network_timeout_during_submit_is_retried_without_a_duplicate(stubs, s
         )
         stubs.sagemaker.add_response(
             "describe_training_job", described("iris-1"), {"TrainingJobName": "iris-1"}
+        )
+        stubs.sagemaker.add_response(
+            "list_tags",
+            {"Tags": expected_request("iris-1", data)["Tags"]},
+            {"ResourceArn": ARN + "iris-1", "MaxResults": 100},
         )
         assert submit_job(job.pk) == "submitted"
     assert calls[0] == calls[1] == expected_request("iris-1", data)

@@ -38,6 +38,25 @@ def test_it_fetches_a_plain_path_archive(tmp_path: Path) -> None:
     assert (base / "model" / "ran").exists()
 
 
+def test_an_isolated_job_reads_its_code_from_the_code_channel(tmp_path: Path) -> None:
+    # As the SDK sends it with network isolation: the bundle is the channel "code", and the path
+    # is /opt/ml's (here under SAGEMAKER_BASE_DIR, where the platform staged the channel).
+    base = tmp_path / "ml"
+    (base / "input" / "data" / "code").mkdir(parents=True)
+    make_tar_gz(base / "input" / "data" / "code" / "sourcedir.tar.gz", {"train.py": HELLO})
+    write_config(
+        base,
+        {
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": '"/opt/ml/input/data/code/sourcedir.tar.gz"',
+        },
+        {"code": {}},
+    )
+    result = run_container(base)
+    assert result.returncode == 0, result.stderr
+    assert (base / "model" / "ran").read_text() == "yes"
+
+
 def test_it_copies_a_directory(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

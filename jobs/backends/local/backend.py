@@ -113,6 +113,8 @@ def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     code = _decoded_hp((request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
+    if isinstance(code, str) and code.startswith("/opt/ml/"):
+        code = None  # inside the job's own /opt/ml (an isolated job's code channel): not the host's
     if isinstance(code, str) and code and "://" not in code:
         code = Path(code).absolute().as_uri()  # a plain path, as the container accepts it
     if isinstance(code, str):
@@ -878,8 +880,60 @@ class LocalBackend(Backend):
         endpoint = self._endpoint("GetLogEvents", name)
         return _log_tail(LocalEndpointLogEvent.objects.filter(endpoint=endpoint), lines)
 
-    def preflight(self, request: Mapping[str, Any]) -> list[tuple[str, str]]:
-        return [(path, message) for path, _, message in local_problems(request)]
+    def preflight(
+        self, request: Mapping[str, Any], operation: str = "CreateTrainingJob"
+    ) -> list[tuple[str, str]]:
+        check = {
+            "CreateTrainingJob": local_problems,
+            "CreateModel": model_problems,
+            "CreateEndpointConfig": endpoint_config_problems,
+        }.get(operation)
+        return [(path, message) for path, _, message in check(request)] if check else []
+
+    def api_shaped(self, operation: str, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``file://`` locations checked as S3 URIs of the same length (``as_s3_shaped``)."""
+        if operation == "CreateTrainingJob":
+            return as_s3_shaped(request)
+        if operation == "CreateModel":
+            return model_s3_shaped(request)
+        return request
+
+    def list_tags(self, **params: Any) -> dict[str, Any]:
+        """The tags each create request carried, found by the resource's ARN (whose name part
+        is the lower-cased name, as the rows' ``key``)."""
+        op = "ListTags"
+        arn = params.get("ResourceArn", "")
+        kind, _, name = str(arn).rpartition(":")[2].partition("/")
+        rows = {
+            "training-job": LocalTrainingJob,
+            "model": LocalModel,
+            "endpoint-config": LocalEndpointConfig,
+            "endpoint": LocalEndpoint,
+        }.get(kind)
+        row = rows.objects.filter(key=name.lower(), arn=arn).only("request").first() if rows else None
+        if row is None:
+            raise client_error(op, VALIDATION, f"Resource {arn} does not exist.")
+        tags = list(row.request.get("Tags") or [])
+        offset = self._offset(op, params.get("NextToken"))
+        size = params.get("MaxResults", 50)
+        result: dict[str, Any] = {"Tags": tags[offset : offset + size]}
+        if len(tags) > offset + size:
+            result["NextToken"] = base64.urlsafe_b64encode(
+                json.dumps({"offset": offset + size}).encode()
+            ).decode()
+        return result
+
+    def describe_model(self, name: str) -> dict[str, Any]:
+        model = LocalModel.objects.filter(key=name.lower()).first()
+        if model is None:
+            raise _could_not_find("DescribeModel", "model", "model", name)
+        return {**model.request, "ModelArn": model.arn, "CreationTime": model.creation_time}
+
+    def describe_endpoint_config(self, name: str) -> dict[str, Any]:
+        config = LocalEndpointConfig.objects.filter(key=name.lower()).first()
+        if config is None:
+            raise _could_not_find("DescribeEndpointConfig", "endpoint configuration", "endpoint-config", name)
+        return {**config.request, "EndpointConfigArn": config.arn, "CreationTime": config.creation_time}
 
     def job_notes(self, name: str) -> list[str]:
         return list(self._get("DescribeTrainingJob", name).notes)
