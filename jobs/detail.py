@@ -121,11 +121,20 @@ def cli_command(job: TrainingJob) -> str:
 # --- the log ---------------------------------------------------------------------------------------
 
 
+def never_sent(job: TrainingJob) -> bool:
+    """Whether the backend never had this row's job: whatever it has by that name (any case) is
+    someone else's, so no log or artifact is read for it (stopped before it was sent, too)."""
+    if job.status in (TrainingJob.Status.PENDING, TrainingJob.Status.SUBMIT_FAILED):
+        return True
+    unsent = job.submitted_at is None and job.creation_time is None and not job.imported
+    return job.status == TrainingJob.Status.STOPPED and unsent
+
+
 def log_tail(job: TrainingJob, lines: int = LOG_TAIL_LINES) -> tuple[list[dict[str, Any]], str | None, bool]:
     """The last ``lines`` log events, the token to follow from, and whether older lines exist.
 
     ``([], None, False)`` when the backend has no log for the job (not submitted yet)."""
-    if job.status in (TrainingJob.Status.PENDING, TrainingJob.Status.SUBMIT_FAILED):
+    if never_sent(job):
         return [], None, False
     try:
         return get_backend().tail_training_logs(job.name, lines)
@@ -136,6 +145,8 @@ def log_tail(job: TrainingJob, lines: int = LOG_TAIL_LINES) -> tuple[list[dict[s
 
 def log_after(job: TrainingJob, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """New events after ``token`` (follow mode)."""
+    if never_sent(job):
+        return [], token
     try:
         page = get_backend().get_training_logs(job.name, token, LOG_POLL_EVENTS)
     except (ClientError, BotoCoreError, storage.StorageError, ValueError) as exc:
@@ -149,7 +160,7 @@ def full_log(job: TrainingJob, max_events: int = 1_000_000):
     token: str | None = None
     sent = 0
     backend = get_backend()
-    while sent < max_events:
+    while sent < max_events and not never_sent(job):
         try:
             page = backend.get_training_logs(job.name, token, 10_000)
         except (ClientError, BotoCoreError, storage.StorageError):

@@ -197,7 +197,7 @@ def artifacts(request: HttpRequest, name: str) -> HttpResponse:
 def artifact_download(request: HttpRequest, name: str, which: str) -> HttpResponse:
     """``model.tar.gz`` or ``output.tar.gz`` itself, streamed."""
     job = get_object_or_404(TrainingJob, name=name)
-    if which not in ARTIFACTS:
+    if which not in ARTIFACTS or detail.never_sent(job):
         raise Http404("No such artifact.")
     backend = get_backend()
     filename = f"{job.name}-{ARTIFACTS[which]}"
@@ -219,7 +219,7 @@ def artifact_file(request: HttpRequest, name: str, which: str, member: str) -> H
     """One file inside an artifact: shown as text, or downloaded (``?download=1`` or binary),
     streamed out of the archive; its manifest says first whether it is there and how big."""
     job = get_object_or_404(TrainingJob, name=name)
-    if which not in ARTIFACTS:
+    if which not in ARTIFACTS or detail.never_sent(job):
         raise Http404("No such artifact.")
     download = bool(request.GET.get("download"))
     try:
