@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 
 from jobs.models import TrainingJob
 
@@ -20,15 +22,25 @@ SORTS = {
 DEFAULT_SORT = "-created"
 
 
+#: Every date a form takes lies in these years, so that a day more or less (a range's end, a
+#: time zone) never leaves what ``datetime`` holds: year 9999 would overflow.
+DATES = [
+    MinValueValidator(date(1970, 1, 1), "Pick a date from 1970 on."),
+    MaxValueValidator(date(9000, 12, 31), "Pick a date before the year 9001."),
+]
+
+
 class HistoryFilterForm(forms.Form):
     """The history page's filters; ``cleaned_data`` holds typed values (blank means "any")."""
 
     status = forms.ChoiceField(choices=[("", "Any status"), *TrainingJob.Status.choices], required=False)
     owner = forms.CharField(max_length=150, required=False, label="Owner (username)")
     created_from = forms.DateField(
-        required=False, label="Created from", widget=forms.DateInput({"type": "date"})
+        required=False, label="Created from", widget=forms.DateInput({"type": "date"}), validators=DATES
     )
-    created_to = forms.DateField(required=False, label="Created to", widget=forms.DateInput({"type": "date"}))
+    created_to = forms.DateField(
+        required=False, label="Created to", widget=forms.DateInput({"type": "date"}), validators=DATES
+    )
     q = forms.CharField(max_length=200, required=False, label="Search")
     sort = forms.ChoiceField(choices=[(s, s) for s in SORTS], required=False)
 
@@ -53,6 +65,8 @@ class HistoryFilterForm(forms.Form):
 
 NAME_HELP = "Letters, digits and hyphens; up to 63 characters; unique."
 SHA256 = r"[0-9a-f]{64}"
+#: A SageMaker training job's name.
+JOB_NAME = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -100,7 +114,8 @@ class NewJobForm(forms.Form):
     )
     source_sha256 = forms.RegexField(regex=SHA256, required=False, widget=forms.HiddenInput)
     entry_point = forms.CharField(max_length=255, required=False, label="Entry point")
-    parent = forms.CharField(max_length=63, required=False, widget=forms.HiddenInput)
+    # Hidden fields hold what the page put there; anything else is refused (clean()).
+    parent = forms.RegexField(regex=JOB_NAME, max_length=63, required=False, widget=forms.HiddenInput)
     instance_type = forms.ChoiceField(choices=instance_type_choices, label="Instance type")
     instance_count = forms.IntegerField(min_value=1, max_value=1000, initial=1, label="Instance count")
     volume_size_gb = forms.IntegerField(min_value=1, max_value=16384, initial=30, label="Volume size (GB)")
@@ -121,6 +136,13 @@ class NewJobForm(forms.Form):
 
     def clean_entry_point(self) -> str:
         return self.cleaned_data["entry_point"].strip()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        for field in self.hidden_fields():  # not shown next to anything: said at the top
+            if field.errors:
+                self.add_error(None, f"The form was changed outside this page ({field.name}): open it again.")
+        return data
 
 
 class RowForm(forms.Form):
@@ -150,6 +172,19 @@ class HyperparameterForm(RowForm):
     key = forms.CharField(max_length=256, label="Key")
     value = forms.CharField(max_length=2500, required=False, strip=False, label="Value")
     type = forms.ChoiceField(choices=TYPES, initial="string", label="Type")
+
+    def clean_key(self) -> str:
+        # The container gives the script each key as the variable SM_HP_<KEY> (environment.py,
+        # env_name), and a variable's name ends at its first "=".
+        key = self.cleaned_data["key"]
+        if "=" in key:
+            name, _, value = key.partition("=")
+            raise forms.ValidationError(
+                f"A key cannot contain '=': the script gets each key as the environment variable "
+                f"SM_HP_<KEY>, whose name cannot hold one. Did you mean the key {name.strip()!r} with "
+                f"the value {value.strip()!r}?"
+            )
+        return key
 
 
 #: How a secret's value field looks: never filled in by the server (a clone, a form sent back).

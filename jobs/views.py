@@ -328,6 +328,8 @@ def _new_job_context(page: newjob.NewJob) -> dict[str, Any]:
     parent_name = (
         page.data.get("parent") if page.data is not None else page.form.initial.get("parent")
     ) or ""
+    if parent_name and not TrainingJob.objects.filter(name=parent_name).exists():
+        parent_name = ""  # the hidden field as sent: linked only when it names a job
     return {
         "config_problems": configuration_problems(),
         "page": page,

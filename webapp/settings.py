@@ -322,4 +322,8 @@ ANYJOB_MAX_CODE_BYTES = int(env_number("ANYJOB_MAX_CODE_BYTES", 100 * 1024**2, m
 ANYJOB_MAX_CODE_FILES = int(env_number("ANYJOB_MAX_CODE_FILES", 2000, minimum=1))
 # A form with every row filled (100 hyperparameters, 100 variables, 50 tags, 20 channels).
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+# Form fields (files aside) read into memory: room for an invocation body typed up to SageMaker's
+# 6 MiB and the form around it, so the form itself says when a body is over the limit. Past
+# this, webapp.errors.bad_request answers with the limits instead of a bare 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = ANYJOB_MAX_CODE_FILES

@@ -6,6 +6,8 @@ from jobs import views
 from webapp import signin
 from webapp.health import healthz
 
+handler400 = "webapp.errors.bad_request"
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("jobs/", views.history, name="history"),
