@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from jobs.api_limits import validate
@@ -49,6 +49,7 @@ def test_it_creates_the_users_and_the_jobs():
 def test_every_status_appears_mostly_completed():
     seed()
     counts = {s: TrainingJob.objects.filter(status=s).count() for s in TrainingJob.Status.values}
+    assert counts.pop("Pending") == counts.pop("Submitting") == 0  # what the workers would send
     assert all(counts.values()), counts
     assert counts["Completed"] > 300 / 2
     assert counts["Failed"] > counts["Stopped"] > counts["InProgress"]
@@ -165,3 +166,24 @@ def test_search_text_is_filled_as_save_fills_it():
         stored = job.search_text
         job.save()
         assert job.search_text == stored and job.name in stored
+
+
+def test_it_seeds_nothing_the_workers_would_act_on():
+    from unittest.mock import patch
+
+    from jobs import tasks
+
+    seed(count=1000)
+    TrainingJob.objects.update(updated_at=timezone.now() - timedelta(days=1))  # long since
+    with patch("jobs.tasks.submit_job_task.delay") as delay:
+        assert tasks.sweep_pending() == 0
+    assert not delay.called
+
+
+def test_it_refuses_a_database_with_real_jobs_unless_forced(alice):
+    TrainingJob.objects.create(owner=alice, name="real-work-1", entry_point="train.py")
+    with pytest.raises(CommandError, match=r"holds 1 real jobs .* pass --force"):
+        seed()
+    assert TrainingJob.objects.count() == 1
+    seed(force=True)
+    assert TrainingJob.objects.count() == 301

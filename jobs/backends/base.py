@@ -7,8 +7,8 @@ branches on where a job runs. Errors are botocore ``ClientError``s with the serv
 ``ResourceInUse`` (the name is taken), ``ResourceLimitExceeded``, ``ThrottlingException``.
 
 A backend is one small class registered in ``jobs.backends.BACKENDS``; endpoints
-(CreateModel, CreateEndpointConfig, CreateEndpoint, InvokeEndpoint, ...) will join these
-methods in the same manner.
+(CreateModel, CreateEndpointConfig, CreateEndpoint, InvokeEndpoint, ...) are methods of the
+same class, in the same manner.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
 Creates ``--users`` accounts ``demo-user-1``… (unusable passwords; existing ones are reused)
 and ``--count`` jobs named ``demo-<project>-<n>`` with what real jobs carry: hyperparameters
-and channels per project, every status (mostly Completed, some Failed with a failure reason and
-text, a few running ones created in the last hours), ``SecondaryStatusTransitions`` with ISO
+and channels per project, every status but Pending and Submitting (nothing the workers would
+send: mostly Completed, some Failed with a failure reason and text, a few running ones created
+in the last hours), ``SecondaryStatusTransitions`` with ISO
 times, the ``CreateTrainingJob`` request as ``jobs.requests`` builds it, final metrics, clones.
 
 The same ``--seed`` and ``--count`` give the same jobs. ``n`` numbers the jobs oldest first; a
 number some ``demo-…-<n>`` job already has is skipped, so a re-run creates nothing and a larger
 ``--count`` adds the missing numbers (``seed_jobs --count 1000``, then ``--count 100000``).
+A database that holds real (non-demo) jobs is refused unless ``--force``.
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ from jobs.requests import build_training_request
 
 Status = TrainingJob.Status
 NAME_PREFIX = "demo-"
-#: Jobs still moving: they are created in the last hours (a job does not run for a year).
-ACTIVE = (Status.PENDING, Status.SUBMITTING, Status.IN_PROGRESS, Status.STOPPING)
+#: Jobs still moving: they are created in the last hours (a job does not run for a year). None
+#: is Pending or Submitting: the workers' sweep would send those to the backend. The poller
+#: leaves the others alone (it describes only the jobs the backend lists).
+ACTIVE = (Status.IN_PROGRESS, Status.STOPPING)
+#: What the workers would act on: never seeded.
+NEVER_SEEDED = (Status.PENDING, Status.SUBMITTING)
 #: Share of each status among the jobs that are done (the rest of ``--count``).
 DONE_MIX = {
     Status.COMPLETED: 0.765,
@@ -48,7 +54,7 @@ DONE_MIX = {
 }
 #: Share of the jobs that are still moving, and how they split.
 ACTIVE_SHARE = 0.002
-ACTIVE_MIX = {Status.IN_PROGRESS: 0.7, Status.PENDING: 0.1, Status.SUBMITTING: 0.05, Status.STOPPING: 0.15}
+ACTIVE_MIX = {Status.IN_PROGRESS: 0.8, Status.STOPPING: 0.2}
 YEAR = timedelta(days=365)
 
 
@@ -281,10 +287,22 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=25, help="demo users to spread them over")
         parser.add_argument("--seed", type=int, default=1, help="random seed: same seed, same jobs")
         parser.add_argument("--batch", type=int, default=5000, help="jobs per INSERT batch and transaction")
+        parser.add_argument(
+            "--force", action="store_true", help="seed even though the database holds real (non-demo) jobs"
+        )
 
-    def handle(self, *args, count: int, users: int, seed: int, batch: int, **options) -> None:
+    def handle(
+        self, *args, count: int, users: int, seed: int, batch: int, force: bool = False, **options
+    ) -> None:
         if count < 0 or users < 1 or batch < 1:
             raise CommandError("--count must be ≥ 0, --users and --batch ≥ 1")
+        real = TrainingJob.objects.exclude(name__startswith=NAME_PREFIX)
+        if not force and real.exists():
+            raise CommandError(
+                f"This database holds {real.count()} real jobs (not {NAME_PREFIX}…): seed_jobs would put "
+                "made-up jobs among them, in the same history. Seed an empty database (ANYJOB_VAR_DIR "
+                "or DATABASE_URL elsewhere), or pass --force to seed this one anyway."
+            )
         started = time.monotonic()
         owners = _ensure_users(users)
         now = timezone.now()
@@ -388,7 +406,7 @@ def _plan(rng: random.Random, count: int, now: datetime) -> list[tuple[datetime,
     Every status appears once the count allows; the running ones are recent, the others are
     spread over the last year, more of them lately (the team grew).
     """
-    statuses = list(Status.values)[:count]
+    statuses = [s for s in Status.values if s not in NEVER_SEEDED][:count]
     active = max(0, round(count * ACTIVE_SHARE) - len(ACTIVE))
     statuses += rng.choices(list(ACTIVE_MIX), weights=list(ACTIVE_MIX.values()), k=min(active, count))
     statuses += rng.choices(list(DONE_MIX), weights=list(DONE_MIX.values()), k=count - len(statuses))
