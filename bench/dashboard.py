@@ -4,8 +4,9 @@ Seeds a throwaway database with ``manage.py seed_jobs`` (1,000 jobs, then up to 
 signs a user in, and times requests through Django's test client (the whole request: sessions,
 auth, view, template; a new database connection per request, as the server with
 ``DATABASE_CONN_MAX_AGE=0`` does): the history's first page, a status filter, free-text
-searches, page 500, and one job's page. The baseline is ``/accounts/login/`` through the same
-client in the same run (a template, the session and the user, no job query). Queries per page
+searches, page 500, and one job's page, in rounds over all the pages. The baseline is
+``/accounts/login/`` through the same client in the same run (a template, the session and the
+user, no job query). Queries per page
 are counted at 1,000 and at ``--count`` jobs, and for page sizes 10 and 200: they must not grow.
 
 Then, over the same history (queries counted at ``--count`` only):
@@ -99,7 +100,7 @@ def p95(samples: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=100_000, help="jobs in the history (default 100,000)")
-    parser.add_argument("--runs", type=int, default=30, help="timed requests per page, after 3 warm-ups")
+    parser.add_argument("--runs", type=int, default=30, help="timed rounds over the pages, after 3 warm-ups")
     parser.add_argument("--explain", action="store_true", help="print each page's queries and plans")
     parser.add_argument("--keep", action="store_true", help=f"keep the SQLite database ({VAR})")
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
@@ -211,20 +212,17 @@ def main() -> None:
             page_sizes[size] = len(queries("/jobs/?q=imagenet"))
         views.PAGE_SIZE = default_size
 
-    timings: dict[str, list[float]] = {}
-    for label, url in urls.items():
-        cycling = hasattr(url, "__next__")  # a fragment of each of the running jobs in turn
-        for _ in range(3):
-            connections.close_all()
-            get(next(url) if cycling else url)
-        samples = []
-        for _ in range(args.runs):
+    # Round-robin over the pages, so a moment of load on a shared machine touches every page
+    # (and the baseline) alike rather than whichever page was being timed.
+    timings: dict[str, list[float]] = {label: [] for label in urls}
+    for run in range(3 + args.runs):
+        for label, url in urls.items():
             connections.close_all()  # a new connection per request, as CONN_MAX_AGE=0 serves
-            target = next(url) if cycling else url
+            target = next(url) if hasattr(url, "__next__") else url  # cycling over running jobs
             start = time.perf_counter()
             get(target)
-            samples.append((time.perf_counter() - start) * 1000)
-        timings[label] = samples
+            if run >= 3:  # three warm-up rounds
+                timings[label].append((time.perf_counter() - start) * 1000)
 
     if connection.vendor == "sqlite":
         size = os.path.getsize(Path(VAR) / "anyjob.sqlite3") / 1e6
@@ -234,7 +232,7 @@ def main() -> None:
             cursor.execute("SELECT pg_database_size(current_database()), version()")
             size, version = cursor.fetchone()
         database = f"{version.split(' on ')[0]}, {size / 1e6:,.0f} MB"
-    print(f"dashboard: {args.count:,} jobs ({database}), {args.runs} timed requests a page")
+    print(f"dashboard: {args.count:,} jobs ({database}), {args.runs} timed requests a page, round-robin")
     print(f"  seed_jobs: {args.count - small:,} jobs in {seed_s:.1f} s ({seed_cpu:.1f} s CPU)")
     base = statistics.median(timings["baseline /accounts/login/"])
     header = f"  {'page':42} {'median ms':>9} {'p95 ms':>7} {'x base':>7} {'queries':>14}  target"
