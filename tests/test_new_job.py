@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -517,8 +518,10 @@ def test_a_clone_keeps_the_secret_key_and_flag_and_asks_for_its_value(signed_in,
     assert response.status_code == 200
     assert SECRET not in body
     assert 'value="API_TOKEN"' in body and 'value="offline"' in body
-    assert 'type="password" name="env-0-value"' in body
-    assert 'name="env-0-secret"' in body and "checked" in body.split('name="env-0-secret"')[1][:80]
+    # The row of API_TOKEN (on PostgreSQL, jsonb keeps no key order: MODE may come first).
+    row = re.search(r'name="env-(\d+)-key" value="API_TOKEN"', body).group(1)
+    assert f'type="password" name="env-{row}-value"' in body
+    assert f'name="env-{row}-secret"' in body and "checked" in body.split(f'name="env-{row}-secret"')[1][:80]
     # Sent as it is, the form says to type the value; typed, the clone runs with it.
     rows_back = [{"key": "API_TOKEN", "value": "", "secret": "on"}, {"key": "MODE", "value": "offline"}]
     response, _ = submit(
