@@ -213,6 +213,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("ANYJOB_LOG_LEVEL", "INFO")},
+    # django-axes says a line at INFO for every sign-in; a failed one (WARNING) is what matters.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # --- Celery (webapp/celery.py reads every CELERY_* setting below) -------------------------
