@@ -148,3 +148,21 @@ def test_it_signs_in_through_gunicorn_behind_a_proxy(tmp_path: Path) -> None:
             conn.close()
         finally:
             stop(web)
+
+
+def test_gunicorn_listens_where_anyjob_bind_says_with_workers_from_the_cores(tmp_path: Path) -> None:
+    show = "import os, webapp.gunicorn_conf as c; print(c.bind, c.workers, c.threads, os.cpu_count())"
+    for variables, expected in (
+        ({}, "127.0.0.1:8000"),
+        ({"ANYJOB_BIND": "0.0.0.0", "ANYJOB_PORT": "9000"}, "0.0.0.0:9000"),
+        ({"ANYJOB_BIND": "::", "ANYJOB_WEB_WORKERS": "3"}, "[::]:8000"),
+    ):
+        env = {k: v for k, v in team_env(tmp_path / "var").items() if k not in {"ANYJOB_BIND", "ANYJOB_PORT"}}
+        env.pop("DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-c", show], cwd=ROOT, env={**env, **variables}, capture_output=True, text=True
+        )
+        bind, workers, threads, cores = done.stdout.split()
+        assert bind == expected, done.stderr
+        assert int(workers) == int(variables.get("ANYJOB_WEB_WORKERS", 2 * int(cores) + 1))
+        assert threads == "4"
