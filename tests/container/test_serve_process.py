@@ -61,6 +61,9 @@ def test_it_starts_the_number_of_workers_asked_each_loading_the_model_once(tmp_p
         for _ in range(20):  # whichever worker answers, it loaded its model once
             assert srv.invoke('"pid"').json() in workers
         assert {int(p.name) for p in loads.iterdir()} == workers
+        # /ping names the worker that answered (anyjob's local host waits for every one).
+        named = {int(srv.request("GET", "/ping").headers["x-anyjob-worker"]) for _ in range(30)}
+        assert named <= workers and len(named) >= 2
 
 
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])

@@ -84,6 +84,7 @@ def status_of(exc: Exception) -> int:
 
 
 _JSON = "application/json"
+WORKER_HEADER = "X-Anyjob-Worker"
 _READY = b'{"status":"ready"}'
 _LOADING = _error_body("the model is still loading")
 
@@ -152,10 +153,13 @@ class ServingApp:
             return self._error(start_response, 405, f"{method} is not allowed on /invocations", "POST")
         if path == "/ping":
             if method in ("GET", "HEAD"):
+                # Which worker answered: anyjob's local host waits until every worker has
+                # its model (each loads its own), not just the one that happened to answer.
+                worker = [(WORKER_HEADER, str(os.getpid()))]
                 if self._service is not None:
-                    return self._respond(start_response, "200 OK", _READY, _JSON)
+                    return self._respond(start_response, "200 OK", _READY, _JSON, worker)
                 status, body = self._unavailable
-                return self._respond(start_response, status, body, _JSON)
+                return self._respond(start_response, status, body, _JSON, worker)
             return self._error(start_response, 405, f"{method} is not allowed on /ping", "GET, HEAD")
         return self._error(start_response, 404, f"no such path {path!r}: use /ping or /invocations")
 

@@ -402,6 +402,18 @@ def child_environment() -> dict[str, str]:
     return env
 
 
+def hidden_paths(databases: Mapping[str, Any] | None = None) -> list[str]:
+    """What looks empty inside every sandbox: anyjob's state (``var/``: the database, the
+    secret key, the Redis socket, artifacts, other jobs), the emulator's folders, the home
+    folder (credentials), and a SQLite database (``settings.DATABASES``) wherever it is."""
+    paths = [settings.VAR_DIR, settings.ANYJOB_LOCAL_ROOT, Path.home()]
+    for database in (settings.DATABASES if databases is None else databases).values():
+        if "sqlite" in database.get("ENGINE", "") and str(database.get("NAME", "")).startswith("/"):
+            name = Path(database["NAME"])
+            paths += [name, Path(f"{name}-wal"), Path(f"{name}-shm"), Path(f"{name}-journal")]
+    return list(dict.fromkeys(str(p) for p in paths))
+
+
 def _release_leftovers(job: LocalTrainingJob | None) -> None:
     """Unmount the volume of an abandoned job whose process is gone from this machine (it
     would have released it itself, had it not been killed)."""
@@ -436,7 +448,7 @@ def launch_executor(job: LocalTrainingJob) -> None:
         "job_root": str(job_root),
         "image_env_root": str(settings.ANYJOB_IMAGE_ENV_ROOT),
         # Hidden inside the sandbox: the database, sockets, artifacts, other jobs, credentials.
-        "hide": [str(settings.VAR_DIR), str(settings.ANYJOB_LOCAL_ROOT), str(Path.home())],
+        "hide": hidden_paths(),
         "stop_grace_seconds": settings.ANYJOB_LOCAL_STOP_GRACE_SECONDS,
         "heartbeat_seconds": settings.ANYJOB_LOCAL_HEARTBEAT_SECONDS,
         "max_log_events": settings.ANYJOB_LOCAL_MAX_LOG_EVENTS,
@@ -695,7 +707,7 @@ def launch_endpoint_host(endpoint: LocalEndpoint) -> None:
         "region": settings.ANYJOB_REGION,
         "image_env_root": str(settings.ANYJOB_IMAGE_ENV_ROOT),
         # Hidden inside the sandbox: the database, sockets, artifacts, jobs, credentials.
-        "hide": [str(settings.VAR_DIR), str(settings.ANYJOB_LOCAL_ROOT), str(Path.home())],
+        "hide": hidden_paths(),
         "stop_grace_seconds": settings.ANYJOB_LOCAL_STOP_GRACE_SECONDS,
         "heartbeat_seconds": settings.ANYJOB_LOCAL_HEARTBEAT_SECONDS,
         "startup_seconds": settings.ANYJOB_LOCAL_ENDPOINT_STARTUP_SECONDS,

@@ -228,15 +228,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def ping(path: str | Path) -> tuple[int | None, bytes]:
-    """``GET /ping``: (status, body), or (None, b"") when nothing answers (yet)."""
+def ping(path: str | Path) -> tuple[int | None, bytes, str]:
+    """``GET /ping``: (status, body, the answering worker's pid or ""), or (None, b"", "")
+    when nothing answers (yet)."""
     conn = UnixHTTPConnection(path, timeout=PING_TIMEOUT)
     try:
         conn.request("GET", "/ping")
         response = conn.getresponse()
-        return response.status, response.read(4096)
+        return response.status, response.read(4096), response.getheader("X-Anyjob-Worker") or ""
     except (OSError, http.client.HTTPException):
-        return None, b""
+        return None, b"", ""
     finally:
         conn.close()
 
@@ -589,14 +590,19 @@ class Host:
             proc.stdout.close()
 
     @property
-    def pings_needed(self) -> int:
-        """Consecutive 200s from /ping before InService: twice the server's worker count."""
+    def workers(self) -> int:
+        """The model server's worker count, as the container works it out."""
         env = self.container.get("Environment") or {}
         try:
-            workers = int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or os.cpu_count() or 1)
+            return max(1, int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or os.cpu_count() or 1))
         except ValueError:
-            workers = os.cpu_count() or 1
-        return max(3, 2 * min(workers, 32))
+            return os.cpu_count() or 1
+
+    @property
+    def pings_needed(self) -> int:
+        """Consecutive 200s from /ping before InService (for a container that does not name
+        its workers): twice the server's worker count."""
+        return max(3, 2 * min(self.workers, 32))
 
     def wait_until_ready(self, port: Path) -> tuple[str, str]:
         """Until /ping says 200: ("ready", "") or ("failed", reason), ("exited", reason),
@@ -607,6 +613,7 @@ class Host:
         pause = 0.05
         last = "it never answered"
         healthy = 0
+        answers: dict[str, int | None] = {}  # worker pid → its latest /ping status
         while True:
             self.logs.flush_if_due()
             if self.watch():
@@ -622,13 +629,20 @@ class Host:
                     f"The primary container for production variant {self.variant} exited with code {code} "
                     "before it passed the ping health check."
                 )
-            status, body = ping(port)
+            status, body, worker = ping(port)
+            if worker:
+                answers[worker] = status
             if status == 200:
                 # Each server worker loads the model on its own: one 200 may come from a worker
-                # that is ready while another still loads. Ready when several pings in a row,
-                # each on a new connection (spread over the workers), all say 200.
+                # that is ready while another still loads. Ready when every worker has said
+                # 200 (the container names the worker that answers), else, for a container
+                # that does not, when several pings in a row, each on a new connection
+                # (spread over the workers), all say 200.
                 healthy += 1
-                if healthy >= self.pings_needed:
+                ready = [w for w, code in answers.items() if code == 200]
+                if answers and len(ready) >= self.workers:
+                    return "ready", ""
+                if not answers and healthy >= self.pings_needed:
                     return "ready", ""
                 time.sleep(0.01)
                 continue
