@@ -29,6 +29,7 @@ out by ``MetricDefinitions``) → Uploading (``model.tar.gz`` and ``output.tar.g
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -225,7 +226,10 @@ class JobRun:
         if kind is None:
             raise OSError(resources.instance_type_problem(self.instance_type) or self.instance_type)
         limits = resources.limits_for(kind, max_pids=int(self.plan.get("max_processes", 1024)))
-        self.confinement = resources.confine(f"job-{self.key}", limits)
+        # Named by this installation's job folder too: cgroups are the machine's, and another
+        # anyjob here (another checkout, a test run) may have a job of the same name.
+        where = hashlib.sha256(str(self.job_root.resolve()).encode()).hexdigest()[:10]
+        self.confinement = resources.confine(f"job-{self.key}-{where}", limits)
         applied = f"{self.instance_type}: {self.confinement.describe()}; {self.volume.applied}"
         self.notes.append(f"instance {applied}")
 
