@@ -24,3 +24,18 @@ def image_python() -> Path:
     if took > 1:
         print(f"\nbuilt the image environment {python.parent.parent} in {took:.1f} s")
     return python
+
+
+@pytest.fixture
+def backend(image_python: Path):
+    """The local backend, with the image environment already built (the first build takes a
+    while)."""
+    from jobs.backends.local.backend import LocalBackend
+
+    return LocalBackend()
+
+
+@pytest.fixture
+def output(tmp_path: Path) -> Path:
+    """Where a test's jobs put their artifacts (file://)."""
+    return tmp_path / "artifacts"

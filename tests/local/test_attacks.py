@@ -48,7 +48,8 @@ from django.conf import settings as django_settings
 from jobs import storage
 from jobs.backends.local import backend as local_backend
 from jobs.backends.local import endpoint_host, instances, resources, sandbox, volume
-from jobs.backends.local.backend import LocalBackend, endpoint_root
+from jobs.backends.local.backend import endpoint_root
+from jobs.backends.local.executor import cgroup_name
 from jobs.backends.local.models import LocalEndpoint, LocalTrainingJob
 from tests.local.jobs import training_request, unique, wait_for, wait_for_log
 
@@ -185,20 +186,10 @@ def script(body: str) -> str:
 
 
 @pytest.fixture
-def backend(image_python: Path) -> LocalBackend:
-    return LocalBackend()
-
-
-@pytest.fixture
 def code(tmp_path: Path) -> Path:
     folder = tmp_path / "code"
     folder.mkdir()
     return folder
-
-
-@pytest.fixture
-def output(tmp_path: Path) -> Path:
-    return tmp_path / "artifacts"
 
 
 @pytest.fixture
@@ -889,7 +880,7 @@ def test_a_job_cannot_change_the_machine_or_gain_privileges(
     cgroup_writes, cgroup_reads = [], []
     support = resources.detect()
     for controller, parent in sorted(support.parents.items()):
-        own = parent / f"job-{name.lower()}"
+        own = parent / cgroup_name(name.lower(), Path(django_settings.ANYJOB_LOCAL_ROOT) / name.lower())
         cgroup_writes.append([str(parent / "cgroup.procs"), "0"])  # "0": the writer itself
         cgroup_writes.append([str(parent.parent / "cgroup.procs"), "0"])
         limit = {

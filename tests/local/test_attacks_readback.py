@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from jobs.backends.local.backend import LocalBackend
 from jobs.backends.local.models import LocalTrainingJob
 from tests.local.jobs import training_request, unique, wait_for, wait_for_log
 
@@ -97,22 +96,12 @@ SCRIPTS = {
 
 
 @pytest.fixture
-def backend(image_python: Path) -> LocalBackend:
-    return LocalBackend()
-
-
-@pytest.fixture
 def code(tmp_path: Path) -> Path:
     code = tmp_path / "code"
     code.mkdir()
     for name, text in SCRIPTS.items():
         (code / name).write_text(text)
     return code
-
-
-@pytest.fixture
-def output(tmp_path: Path) -> Path:
-    return tmp_path / "artifacts"
 
 
 @pytest.fixture

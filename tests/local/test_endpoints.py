@@ -75,11 +75,6 @@ def model_fn(model_dir):
 """
 
 
-@pytest.fixture
-def backend(image_python: Path) -> LocalBackend:
-    return LocalBackend()
-
-
 def sourcedir(folder: Path, files: dict[str, str | Path]) -> str:
     """A ``sourcedir.tar.gz`` as the dashboard stores it; returns its file:// URI."""
     folder.mkdir(parents=True, exist_ok=True)

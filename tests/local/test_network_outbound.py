@@ -20,7 +20,6 @@ import pytest
 
 from jobs import storage
 from jobs.backends.local import sandbox
-from jobs.backends.local.backend import LocalBackend
 from tests.local.jobs import training_request, unique, wait_for
 
 pytestmark = [
@@ -105,16 +104,6 @@ def test_host():
             server.wait(timeout=10)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
         subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=10)
-
-
-@pytest.fixture
-def backend(image_python) -> LocalBackend:
-    return LocalBackend()
-
-
-@pytest.fixture
-def output(tmp_path):
-    return tmp_path / "artifacts"
 
 
 def tar_member(uri: str, name: str) -> bytes:

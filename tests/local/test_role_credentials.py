@@ -112,11 +112,6 @@ def role_env_hashes(keys: dict[str, str], region: str = "us-east-1") -> dict[str
 
 
 @pytest.fixture
-def backend(image_python: Path) -> LocalBackend:
-    return LocalBackend()
-
-
-@pytest.fixture
 def server_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The server's own AWS variables, as a server with an instance role or keys has them."""
     for key, value in SERVER_ENV.items():

@@ -25,23 +25,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture
-def backend(image_python: Path) -> LocalBackend:
-    """The backend, with the image environment already built (the first build takes a while)."""
-    return LocalBackend()
-
-
-@pytest.fixture
 def code(tmp_path: Path) -> Path:
     code = tmp_path / "code"
     code.mkdir()
     for name, text in SCRIPTS.items():
         (code / name).write_text(text)
     return code
-
-
-@pytest.fixture
-def output(tmp_path: Path) -> Path:
-    return tmp_path / "artifacts"
 
 
 def tar_member(uri: str, name: str) -> bytes:

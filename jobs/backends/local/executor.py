@@ -66,6 +66,14 @@ def decode_hyperparameter(value: str) -> str:
     return decoded if isinstance(decoded, str) else value
 
 
+def cgroup_name(key: str, job_root: Path) -> str:
+    """The job's cgroup (``anyjob/<this>`` in each hierarchy). Named by this installation's
+    job folder too: cgroups are the machine's, and another anyjob here (another checkout, a
+    test run) may have a job of the same name."""
+    where = hashlib.sha256(str(Path(job_root).resolve()).encode()).hexdigest()[:10]
+    return f"job-{key}-{where}"
+
+
 def bounded_lines(stream: Any, limit: int = MAX_LINE) -> Any:
     """The lines of a job's output, each read with a bound: a line longer than ``limit``
     bytes is cut there (the rest of it skipped), so output without newlines cannot grow
@@ -226,10 +234,7 @@ class JobRun:
         if kind is None:
             raise OSError(resources.instance_type_problem(self.instance_type) or self.instance_type)
         limits = resources.limits_for(kind, max_pids=int(self.plan.get("max_processes", 1024)))
-        # Named by this installation's job folder too: cgroups are the machine's, and another
-        # anyjob here (another checkout, a test run) may have a job of the same name.
-        where = hashlib.sha256(str(self.job_root.resolve()).encode()).hexdigest()[:10]
-        self.confinement = resources.confine(f"job-{self.key}-{where}", limits)
+        self.confinement = resources.confine(cgroup_name(self.key, self.job_root), limits)
         applied = f"{self.instance_type}: {self.confinement.describe()}; {self.volume.applied}"
         self.notes.append(f"instance {applied}")
 

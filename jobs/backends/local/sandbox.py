@@ -361,13 +361,7 @@ def _reachable(path: Path) -> bool:
     """Whether an unprivileged uid can walk to ``path`` (every folder above it searchable by
     others). Hiding what it cannot reach anyway is skipped: bubblewrap, running as that uid,
     could not mount over it."""
-    for parent in path.parents:
-        try:
-            if not os.stat(parent).st_mode & 0o001:
-                return False
-        except OSError:
-            return False
-    return True
+    return _closed_ancestor(path) is None and all(p.exists() for p in path.parents)
 
 
 def _closed_ancestor(path: Path) -> Path | None:
