@@ -8,9 +8,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
+from django.utils import timezone
 
 from jobs.endpoints import expectations, tasks
-from jobs.endpoints.models import Endpoint, Invocation, SavedTest
+from jobs.endpoints.models import Endpoint, Invocation, SavedTest, SuiteRun
 from jobs.endpoints.views import invocation_context
 from jobs.models import TrainingJob
 
@@ -60,10 +61,11 @@ def post(client, url, data, **kw):
         patch("jobs.endpoints.tasks.deploy_endpoint_task.delay") as deploy,
         patch("jobs.endpoints.tasks.delete_endpoint_task.delay") as delete,
         patch("jobs.endpoints.tasks.run_invocation_task.delay") as invoke,
+        patch("jobs.endpoints.tasks.run_suite_task.delay") as suite,
         TestCase.captureOnCommitCallbacks(execute=True),
     ):
         response = client.post(url, data, **kw)
-    return response, {"deploy": deploy, "delete": delete, "invoke": invoke}
+    return response, {"deploy": deploy, "delete": delete, "invoke": invoke, "suite": suite}
 
 
 def test_every_endpoint_page_needs_a_signed_in_user(client, endpoint):
@@ -234,15 +236,93 @@ def test_a_pending_invocation_polls_itself(client, alice, endpoint):
 def test_saved_tests_run_alone_or_as_a_suite(client, bob, alice, endpoint):
     a = SavedTest.objects.create(job=endpoint.job, owner=alice, name="a", body=b"{}")
     SavedTest.objects.create(job=endpoint.job, owner=alice, name="b", body=b"[]")
-    client.force_login(bob)
+    client.force_login(bob)  # any teammate runs tests
     response, sent = post(client, f"/endpoints/iris-1-ep/tests/{a.pk}/run/", {})
-    assert response.status_code == 302 and sent["invoke"].call_count == 1
+    assert response.status_code == 302 and sent["invoke"].call_count == 1 and not sent["suite"].called
+    assert not SuiteRun.objects.exists()
+    # "Run all" is the suite: one run_suite task (one task per test, its result stored).
     response, sent = post(client, "/endpoints/iris-1-ep/tests/run/", {})
-    assert sent["invoke"].call_count == 2
+    suite = SuiteRun.objects.get()
+    assert response["Location"] == f"/endpoints/iris-1-ep/#suite-{suite.pk}" and suite.owner == bob
+    sent["suite"].assert_called_once_with(endpoint.pk, bob.pk, suite.pk)
+    assert not sent["invoke"].called
+    page = client.get("/endpoints/iris-1-ep/").content.decode()
+    assert f'id="suite-{suite.pk}"' in page and "Starting…" in page and 'hx-trigger="every 1s"' in page
+    # What the worker then does, here in place: each test's invocation belongs to the suite.
+    judged = {"a": True, "b": False}
+
+    def answer(pk):
+        run = Invocation.objects.select_related("test").get(pk=pk)
+        Invocation.objects.filter(pk=pk).update(
+            status="Done", status_code=200, passed=judged[run.test.name], finished_at=timezone.now()
+        )
+
+    with patch("jobs.endpoints.tasks.run_invocation", side_effect=answer):
+        tasks.run_suite(*sent["suite"].call_args.args)
     assert Invocation.objects.filter(test__isnull=False).count() == 3
+    assert set(suite.runs.values_list("test__name", "owner")) == {("a", bob.pk), ("b", bob.pk)}
+    suite.refresh_from_db()
+    finished = timezone.localtime(suite.finished_at).strftime("%H:%M:%S")
+    page = client.get("/endpoints/iris-1-ep/").content.decode()
+    assert f"1 of 2 passed, 1 failed — finished {finished}" in page
+    assert f'id="suite-{suite.pk}"' in page and 'hx-trigger="every 1s"' not in page.split("<h3>History")[0]
     # Only who saved it (or staff) deletes a test.
     response, _ = post(client, f"/endpoints/iris-1-ep/tests/{a.pk}/delete/", {})
     assert response.status_code == 403
+
+
+def test_a_running_suite_shows_its_progress_and_polls(client, bob, alice, endpoint):
+    tests = [SavedTest.objects.create(job=endpoint.job, owner=alice, name=n, body=b"{}") for n in "abc"]
+    suite = SuiteRun.objects.create(endpoint=endpoint, owner=alice, tests=3)
+    for test, passed in zip(tests, [True, False, None], strict=True):
+        Invocation.objects.create(
+            endpoint=endpoint,
+            test=test,
+            suite=suite,
+            owner=alice,
+            body=b"{}",
+            content_type="application/json",
+            status="Pending" if passed is None else "Done",
+            passed=passed,
+        )
+    client.force_login(bob)
+    url = f"/endpoints/iris-1-ep/suites/{suite.pk}/"
+    fragment = client.get(url).content.decode()
+    assert "Running: 2 of 3 ended so far (1 passed, 1 failed)" in fragment
+    assert f'hx-get="{url}" hx-trigger="every 1s"' in fragment
+    assert "Running: 2 of 3 ended so far" in client.get("/endpoints/iris-1-ep/").content.decode()
+    assert client.get(f"/endpoints/other/suites/{suite.pk}/").status_code == 404
+    # Once the last one ends, the stored result; nothing polls any more.
+    Invocation.objects.filter(suite=suite, status="Pending").update(status="Done", passed=True)
+    tasks.suite_result(endpoint.pk, suite.pk)
+    fragment = client.get(url).content.decode()
+    assert "2 of 3 passed, 1 failed — finished" in fragment and "hx-trigger" not in fragment
+    # The latest suite run is the one shown.
+    SuiteRun.objects.create(endpoint=endpoint, owner=alice)
+    assert "Starting…" in client.get("/endpoints/iris-1-ep/").content.decode()
+
+
+def test_a_suite_summary_says_what_did_not_end(client, alice, endpoint):
+    suite = SuiteRun.objects.create(
+        endpoint=endpoint, owner=alice, tests=6, passed=3, failed=1, unfinished=1, finished_at=timezone.now()
+    )
+    client.force_login(alice)
+    text = client.get(f"/endpoints/iris-1-ep/suites/{suite.pk}/").content.decode()
+    assert "3 of 6 passed, 1 failed, 1 unfinished, 1 not judged — finished" in text
+    SuiteRun.objects.filter(pk=suite.pk).update(tests=0, note="No test ran: the endpoint is Deleting.")
+    text = client.get(f"/endpoints/iris-1-ep/suites/{suite.pk}/").content.decode()
+    assert "No test ran: the endpoint is Deleting." in text
+
+
+def test_run_all_needs_saved_tests_and_an_endpoint_in_service(client, bob, alice, endpoint):
+    client.force_login(bob)
+    response, sent = post(client, "/endpoints/iris-1-ep/tests/run/", {}, follow=True)
+    assert "no saved tests to run" in response.content.decode() and not sent["suite"].called
+    SavedTest.objects.create(job=endpoint.job, owner=alice, name="a", body=b"{}")
+    Endpoint.objects.filter(pk=endpoint.pk).update(status="Creating")
+    response, sent = post(client, "/endpoints/iris-1-ep/tests/run/", {}, follow=True)
+    assert "tests run once it is InService" in response.content.decode() and not sent["suite"].called
+    assert not SuiteRun.objects.exists()
 
 
 def test_unknown_endpoints_are_404(client, alice):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 #: SageMaker's runtime limits (contract §3).
 MAX_BODY_BYTES = 6_291_456
@@ -140,6 +141,10 @@ class Invocation(models.Model):
     verdict = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: The suite run this invocation is one test of (None: sent alone).
+    suite = models.ForeignKey(
+        "SuiteRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["endpoint", "-created_at"])]
@@ -147,3 +152,29 @@ class Invocation(models.Model):
     @property
     def done(self) -> bool:
         return self.status != self.Status.PENDING
+
+
+class SuiteRun(models.Model):
+    """One run of the job's saved tests against an endpoint (``tasks.run_suite``): each test is
+    an invocation of its own (``runs``), sent side by side; ``suite_result`` stores the counts
+    once the last one has ended. ``finished_at`` is None while the suite runs."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="suite_runs")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    started_at = models.DateTimeField(default=timezone.now)
+    tests = models.PositiveIntegerField(default=0)
+    passed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    #: Tests that never ended (their task was lost or broke): counted when the suite closes.
+    unfinished = models.PositiveIntegerField(default=0)
+    #: When the last test ended (or the suite was closed without running any).
+    finished_at = models.DateTimeField(null=True, blank=True)
+    #: Why fewer tests ran than the model has, or none at all.
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["endpoint", "-started_at"])]
+
+    @property
+    def done(self) -> bool:
+        return self.finished_at is not None

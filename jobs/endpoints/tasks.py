@@ -10,7 +10,7 @@
 - ``delete_endpoint``: → Deleting, then Deleted once the backend no longer has it.
 - ``run_invocation``: send one request, store the answer, judge it against its saved test.
 - ``run_suite``: the job's saved tests, one ``run_invocation`` task each (a chord), then
-  ``suite_result`` once the last one ends.
+  ``suite_result`` once the last one ends, which stores the counts on the ``SuiteRun``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import chord, shared_task
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from jobs.backends import get_backend
 from jobs.backends.base import tags_of
 from jobs.endpoints import deploy, expectations
-from jobs.endpoints.models import MAX_SAVED_TESTS, MAX_STORED_RESPONSE, Endpoint, Invocation, SavedTest
+from jobs.endpoints.models import (
+    MAX_SAVED_TESTS,
+    MAX_STORED_RESPONSE,
+    Endpoint,
+    Invocation,
+    SavedTest,
+    SuiteRun,
+)
 from jobs.errors import code_of, explain
 from jobs.requests import ENDPOINT_ID_TAG
 from jobs.tasks import RETRY, NameTaken, TransientError, _one_line, _transient, move
@@ -55,6 +63,14 @@ def enqueue_delete(endpoint: Endpoint) -> None:
 def enqueue_invocation(invocation: Invocation) -> None:
     pk = invocation.pk
     transaction.on_commit(lambda: run_invocation_task.delay(pk))
+
+
+def enqueue_suite(endpoint: Endpoint, owner_id: int) -> SuiteRun:
+    """A new suite run of the endpoint's saved tests, shown at once; ``run_suite`` sends them."""
+    suite = SuiteRun.objects.create(endpoint=endpoint, owner_id=owner_id)
+    pk, suite_pk = endpoint.pk, suite.pk
+    transaction.on_commit(lambda: run_suite_task.delay(pk, owner_id, suite_pk))
+    return suite
 
 
 def _already(exc: ClientError) -> bool:
@@ -288,11 +304,12 @@ def run_invocation(invocation_id: int) -> str:
 run_invocation_task = run_invocation
 
 
-def new_run(endpoint: Endpoint, test: SavedTest, owner_id: int) -> Invocation:
+def new_run(endpoint: Endpoint, test: SavedTest, owner_id: int, suite: SuiteRun | None = None) -> Invocation:
     return Invocation.objects.create(
         endpoint=endpoint,
         test=test,
         owner_id=owner_id,
+        suite=suite,
         body=bytes(test.body),
         content_type=test.content_type,
         accept=test.accept,
@@ -300,48 +317,105 @@ def new_run(endpoint: Endpoint, test: SavedTest, owner_id: int) -> Invocation:
     )
 
 
+def _close(suite: SuiteRun, note: str) -> dict[str, Any]:
+    """Close a suite that runs no test (``note`` says why)."""
+    SuiteRun.objects.filter(pk=suite.pk, finished_at__isnull=True).update(
+        note=note, finished_at=timezone.now()
+    )
+    return {"tests": 0, "suite": None, "suite_run": suite.pk}
+
+
 @shared_task(name="endpoints.run_suite", bind=True)
-def run_suite(self, endpoint_id: int, owner_id: int) -> dict[str, Any]:
+def run_suite(self, endpoint_id: int, owner_id: int, suite_id: int | None = None) -> dict[str, Any]:
     """Run the saved tests of the endpoint's job against it (at most ``MAX_SAVED_TESTS``): one
     ``run_invocation`` task per test, side by side (a chord), and ``suite_result`` when the last
-    one ends. Returns ``{"tests": n, "suite": the callback's task id, "runs": each test's}``.
+    one ends, which stores the counts on the ``SuiteRun`` (``suite_id``: one made already, by the
+    page's "Run all"; otherwise a new one). Returns ``{"tests": n, "suite": the callback's task
+    id, "suite_run": the SuiteRun's id, "runs": each test's task id}``.
     Called as a function (a test step), the same steps run here, one after the other, and it
     returns the suite's result."""
-    endpoint = Endpoint.objects.filter(pk=endpoint_id, status=Status.IN_SERVICE).first()
+    if suite_id is None:
+        suite = SuiteRun(endpoint_id=endpoint_id, owner_id=owner_id)
+    else:
+        suite = SuiteRun.objects.filter(
+            pk=suite_id, endpoint_id=endpoint_id, finished_at__isnull=True
+        ).first()
+        if suite is None:
+            return {"tests": 0, "suite": None, "suite_run": None}
+    endpoint = Endpoint.objects.filter(pk=endpoint_id).first()
     if endpoint is None:
-        return {"tests": 0, "suite": None}
+        return {"tests": 0, "suite": None, "suite_run": suite.pk}
+    if endpoint.status != Status.IN_SERVICE:
+        if suite.pk is None:
+            return {"tests": 0, "suite": None, "suite_run": None}
+        return _close(suite, f"No test ran: the endpoint is {endpoint.status}.")
     tests = list(SavedTest.objects.filter(job_id=endpoint.job_id)[: MAX_SAVED_TESTS + 1])
+    note = ""
     if len(tests) > MAX_SAVED_TESTS:  # saved before the bound: the first ones by name run
+        total = SavedTest.objects.filter(job_id=endpoint.job_id).count()
+        note = (
+            f"The first {MAX_SAVED_TESTS} of {total} saved tests ran (by name): "
+            f"a model keeps at most {MAX_SAVED_TESTS}."
+        )
         log.warning("suite of %s: running the first %d saved tests only", endpoint.name, MAX_SAVED_TESTS)
         tests = tests[:MAX_SAVED_TESTS]
     with transaction.atomic():
-        runs = [new_run(endpoint, test, owner_id).pk for test in tests]
+        suite.tests, suite.note, suite.started_at = len(tests), note, timezone.now()
+        suite.save()
+        runs = [new_run(endpoint, test, owner_id, suite).pk for test in tests]
     if not runs:
-        return {"tests": 0, "suite": None}
+        return _close(suite, "No test ran: the model has no saved tests.")
     if self.request.called_directly:
         for pk in runs:
             run_invocation(pk)
-        return suite_result(endpoint.pk, runs)
-    result = chord(run_invocation_task.si(pk) for pk in runs)(suite_result_task.si(endpoint.pk, runs))
-    return {"tests": len(runs), "suite": result.id, "runs": [r.id for r in result.parent.results]}
+        return suite_result(endpoint.pk, suite.pk)
+    callback = suite_result_task.si(endpoint.pk, suite.pk).on_error(suite_broken_task.s())
+    result = chord(run_invocation_task.si(pk) for pk in runs)(callback)
+    return {
+        "tests": len(runs),
+        "suite": result.id,
+        "suite_run": suite.pk,
+        "runs": [r.id for r in result.parent.results],
+    }
 
 
 run_suite_task = run_suite
 
 
 @shared_task(name="endpoints.suite_result")
-def suite_result(endpoint_id: int, invocation_ids: list[int]) -> dict[str, Any]:
-    """The suite's result, once its last test has ended: how many ran, passed, failed."""
-    runs = Invocation.objects.filter(pk__in=invocation_ids, endpoint_id=endpoint_id)
-    summary = {
-        "endpoint": endpoint_id,
-        "tests": len(invocation_ids),
-        "passed": runs.filter(passed=True).count(),
-        "failed": runs.filter(passed=False).count(),
-        "unfinished": runs.filter(status=Invocation.Status.PENDING).count(),
-    }
+def suite_result(endpoint_id: int, suite_id: int) -> dict[str, Any]:
+    """The suite's result, once its last test has ended: how many ran, passed, failed, and never
+    ended; stored on the ``SuiteRun`` with when the last test ended."""
+    runs = Invocation.objects.filter(suite_id=suite_id, endpoint_id=endpoint_id)
+    found = runs.aggregate(
+        n_tests=Count("pk"),
+        n_passed=Count("pk", filter=Q(passed=True)),
+        n_failed=Count("pk", filter=Q(passed=False)),
+        n_unfinished=Count("pk", filter=Q(status=Invocation.Status.PENDING)),
+        last=Max("finished_at"),
+    )
+    last = found.pop("last")
+    counts = {key.removeprefix("n_"): value for key, value in found.items()}
+    finished = timezone.now() if counts["unfinished"] or last is None else last
+    tests = SuiteRun.objects.filter(pk=suite_id).values_list("tests", flat=True).first() or counts["tests"]
+    counts["tests"] = tests
+    SuiteRun.objects.filter(pk=suite_id, endpoint_id=endpoint_id).update(**counts, finished_at=finished)
+    summary = {"endpoint": endpoint_id, "suite_run": suite_id, **counts}
     log.info("suite of endpoint %s: %s", endpoint_id, summary)
     return summary
 
 
 suite_result_task = suite_result
+
+
+@shared_task(name="endpoints.suite_broken")
+def suite_broken(request: Any, exc: BaseException, traceback: Any) -> None:
+    """The chord's error callback: a test's task (or the callback) broke, so ``suite_result``
+    never ran; close the suite with what there is (its tests still pending: unfinished), so
+    the page stops waiting for it. ``request.args`` are the callback's: (endpoint, suite)."""
+    log.error("suite %s broke: %s", request.args, exc)
+    endpoint_id, suite_id = request.args
+    suite_result(endpoint_id, suite_id)
+
+
+suite_broken_task = suite_broken

@@ -19,6 +19,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -29,7 +30,7 @@ from jobs import api_limits, artifacts, bundles, storage, uploads
 from jobs.backends import get_backend
 from jobs.endpoints import deploy, tasks
 from jobs.endpoints.forms import CONTENT_TYPES, DeployForm, InvokeForm
-from jobs.endpoints.models import Endpoint, Invocation, SavedTest
+from jobs.endpoints.models import Endpoint, Invocation, SavedTest, SuiteRun
 from jobs.forms import EnvironmentFormSet, environment_of
 from jobs.models import TrainingJob
 from jobs.redact import SECRET_NOTE, secrets_of
@@ -201,6 +202,7 @@ def _detail_context(
             ]
         ],
         "tests": [(t, last.get(t.pk)) for t in tests],
+        **suite_context(endpoint.suite_runs.select_related("owner").order_by("-started_at", "-pk").first()),
         "requests_json": json.dumps(page.requests, indent=2) if page.requests else "",
     }
 
@@ -350,14 +352,66 @@ def run_tests(request: HttpRequest, name: str, pk: int | None = None) -> HttpRes
         messages.error(request, f"The endpoint is {endpoint.status}: tests run once it is InService.")
         return redirect("endpoint_detail", name=endpoint.name)
     tests = SavedTest.objects.filter(job_id=endpoint.job_id)
-    if pk is not None:
-        tests = tests.filter(pk=pk)
+    if pk is None:  # the suite: one task per test, its result stored once the last one ends
         if not tests.exists():
+            messages.error(request, "The model has no saved tests to run.")
             return redirect("endpoint_detail", name=endpoint.name)
+        with transaction.atomic():
+            suite = tasks.enqueue_suite(endpoint, request.user.pk)
+        return redirect(f"/endpoints/{endpoint.name}/#suite-{suite.pk}")
+    test = tests.filter(pk=pk).first()
+    if test is None:
+        return redirect("endpoint_detail", name=endpoint.name)
     with transaction.atomic():
-        for test in tests:
-            tasks.enqueue_invocation(tasks.new_run(endpoint, test, request.user.pk))
+        tasks.enqueue_invocation(tasks.new_run(endpoint, test, request.user.pk))
     return redirect("endpoint_detail", name=endpoint.name)
+
+
+@login_required
+def suite_fragment(request: HttpRequest, name: str, pk: int) -> HttpResponse:
+    suite = get_object_or_404(
+        SuiteRun.objects.select_related("endpoint", "owner"), pk=pk, endpoint__name=name
+    )
+    return render(request, "endpoints/_suite.html", suite_context(suite))
+
+
+def _clock(moment: Any) -> str:
+    return timezone.localtime(moment).strftime("%H:%M:%S")
+
+
+def suite_context(suite: SuiteRun | None) -> dict[str, Any]:
+    """A suite run for the page: its stored result once it has finished ("5 of 6 passed,
+    1 failed — finished 12:03:04"), its progress so far while it runs."""
+    if suite is None:
+        return {"suite": None}
+    if suite.done:
+        if not suite.tests:
+            line = suite.note or "No test ran."
+            outcome = "none"
+        else:
+            unjudged = suite.tests - suite.passed - suite.failed - suite.unfinished  # test deleted meanwhile
+            extra = [f"{suite.failed} failed"]
+            extra += [
+                f"{n} {what}" for n, what in ((suite.unfinished, "unfinished"), (unjudged, "not judged")) if n
+            ]
+            finished = _clock(suite.finished_at)
+            line = f"{suite.passed} of {suite.tests} passed, {', '.join(extra)} — finished {finished}"
+            outcome = "passed" if suite.passed == suite.tests else "failed"
+    else:
+        counts = suite.runs.aggregate(
+            ended=Count("pk", filter=~Q(status=Invocation.Status.PENDING)),
+            n_passed=Count("pk", filter=Q(passed=True)),
+            n_failed=Count("pk", filter=Q(passed=False)),
+        )
+        if not suite.tests:
+            line = "Starting…"
+        else:
+            line = (
+                f"Running: {counts['ended']} of {suite.tests} ended so far "
+                f"({counts['n_passed']} passed, {counts['n_failed']} failed)"
+            )
+        outcome = "running"
+    return {"suite": suite, "suite_line": line, "suite_outcome": outcome}
 
 
 @login_required

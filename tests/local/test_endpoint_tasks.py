@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 
 from jobs.backends.local.models import LocalEndpoint
 from jobs.endpoints import tasks
-from jobs.endpoints.models import Endpoint, Invocation, SavedTest
+from jobs.endpoints.models import Endpoint, Invocation, SavedTest, SuiteRun
 from jobs.models import TrainingJob
 from jobs.tasks import submit_job
 from tests.local.test_tasks import poll_until
@@ -81,6 +81,11 @@ def test_deploy_test_and_delete_a_trained_model(client, image_python, monkeypatc
     assert runs["answers"].passed is True and runs["answers"].status_code == 200
     assert runs["wrong"].passed is False and "expected 12345" in runs["wrong"].verdict
     assert runs["answers"].latency_ms > 0
+    # The suite after a deploy is a run_suite: its result is stored like "Run all"'s.
+    suite = SuiteRun.objects.get(endpoint=endpoint)
+    assert (suite.owner, suite.tests, suite.passed, suite.failed, suite.unfinished) == (alice, 2, 1, 1, 0)
+    assert set(suite.runs.all()) == set(runs.values())
+    assert suite.finished_at == max(r.finished_at for r in runs.values())
     # The model's own refusal comes back with its status and message; the endpoint serves on.
     bad = Invocation.objects.create(
         endpoint=endpoint, owner=alice, body=b'[["a", "b"]]', content_type="application/json"
