@@ -69,6 +69,12 @@ def problems() -> list[checks.CheckMessage]:
     return found
 
 
+def configuration_problems() -> list[str]:
+    """The system checks' findings as sentences, for the pages that start work (a person can
+    act on them)."""
+    return [f"{p.msg} {p.hint or ''}".strip() for p in problems()]
+
+
 #: What to do when the sandbox cannot run, for the check's hint and the pages.
 SANDBOX_FIX = (
     "Install bubblewrap: apt-get install bubblewrap; run anyjob as root so each job gets its own "

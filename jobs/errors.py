@@ -5,6 +5,7 @@ from __future__ import annotations
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -21,10 +22,27 @@ EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefr
 BAD_CREDENTIALS = {"UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException"}
 DENIED = {"AccessDenied", "AccessDeniedException"}
 AGAIN = "then Resubmit"
+#: Errors worth trying again: the service is busy or the network failed.
+THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
 def code_of(exc: BaseException) -> str:
     return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (at most ``MAX_CHARS`` characters), or its type's name."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:MAX_CHARS]
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a backend call that raised ``exc`` may succeed when tried again (throttling,
+    network)."""
+    if isinstance(exc, ClientError):
+        return code_of(exc) in THROTTLING_CODES
+    network = EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | ConnectTimeoutError
+    return isinstance(exc, network)
 
 
 def _words(exc: BaseException) -> str:

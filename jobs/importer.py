@@ -15,11 +15,11 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from anyjob_container.environment import is_reserved
+from anyjob_container.environment import decode_value, is_reserved
 from jobs.backends import get_backend
 from jobs.backends.base import Backend
+from jobs.descriptions import description_fields, failure_text
 from jobs.models import TrainingJob, searchable_text
-from jobs.tasks import description_fields, failure_text
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,10 @@ class ImportResult:
         return f"{self.created} imported, {self.updated} updated, {self.unchanged} unchanged"
 
 
-def _decoded(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return raw
-
-
 def typed_hyperparameter(key: str, raw: str) -> dict[str, str]:
     """A hyperparameter as the form's row: the SDK's JSON encoding (or a raw boto3 string)
     read back with its type."""
-    value = _decoded(raw)
+    value = decode_value(raw)
     if isinstance(value, bool):
         return {"key": key, "value": "true" if value else "false", "type": "boolean"}
     if isinstance(value, int | float):
@@ -59,8 +52,8 @@ def job_fields(described: dict[str, Any]) -> dict[str, Any]:
     hps = described.get("HyperParameters") or {}
     resources = described.get("ResourceConfig") or {}
     group = (resources.get("InstanceGroups") or [{}])[0]
-    program = _decoded(hps.get("sagemaker_program", ""))
-    source = _decoded(hps.get("sagemaker_submit_directory", ""))
+    program = decode_value(hps.get("sagemaker_program", ""))
+    source = decode_value(hps.get("sagemaker_submit_directory", ""))
     channels = []
     for channel in described.get("InputDataConfig") or []:
         s3 = (channel.get("DataSource") or {}).get("S3DataSource") or {}
@@ -129,7 +122,7 @@ def import_jobs(owner: Any, *, backend: Backend | None = None, since: datetime |
         # QuerySet.update() skips save(), which keeps the search column: set it here.
         fields["search_text"] = searchable_text(name, fields["hyperparameters"], fields["channels"])
         if fields["status"] == TrainingJob.Status.FAILED:
-            fields["failure_text"] = failure_text(name)
+            fields["failure_text"] = failure_text(backend, name)
         if row is not None:
             TrainingJob.objects.filter(pk=row.pk).update(**fields)
             result.updated += 1

@@ -18,17 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
@@ -37,15 +30,14 @@ from django.utils import timezone
 from jobs import bundles, storage
 from jobs.backends import get_backend
 from jobs.backends.base import tags_of
-from jobs.errors import explain
+from jobs.descriptions import description_fields, failure_text
+from jobs.errors import explain, one_line, transient
 from jobs.models import PollState, TrainingJob
 from jobs.requests import JOB_ID_TAG, build_training_request, settings_kwargs
 
 log = logging.getLogger(__name__)
 Status = TrainingJob.Status
 
-#: Errors worth trying again: the service is busy or the network failed.
-THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 #: The watermark is moved back by this much: clocks and commits are not perfectly ordered.
 WATERMARK_MARGIN = timedelta(seconds=60)
 PENDING_SWEEP_AFTER = timedelta(seconds=60)
@@ -80,18 +72,6 @@ def ping() -> str:
 
 def _code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:1000]
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, ClientError):
-        return _code(exc) in THROTTLING_CODES
-    network = EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | ConnectTimeoutError
-    return isinstance(exc, network)
 
 
 def move(model: Any, pk: int, frm: Sequence[str] | str, to: str, **fields: Any) -> bool:
@@ -142,14 +122,14 @@ def submit_job(self, job_id: int) -> str:
             check_ours(backend, job)
             log.info("submit_job %s: already created, continuing", job.name)
     except Exception as exc:
-        retry = _transient(exc) and self.request.retries < self.max_retries
+        retry = transient(exc) and self.request.retries < self.max_retries
         if not retry and _stop_requested(job.pk):  # refused, so never created: as asked, Stopped
             _move(job.pk, Status.SUBMITTING, Status.STOPPED, error=explain(exc))
             return "stopped"
         if retry:
             # Tried again with backoff; the same name makes a duplicate impossible.
             _move(job.pk, Status.SUBMITTING, Status.PENDING, error=f"Retrying: {explain(exc)}")
-            raise TransientError(_one_line(exc)) from exc
+            raise TransientError(one_line(exc)) from exc
         # The job row is never deleted: it says why, and can be resubmitted.
         _move(job.pk, Status.SUBMITTING, Status.SUBMIT_FAILED, error=explain(exc))
         if not isinstance(exc, ClientError | BotoCoreError | ValueError):
@@ -212,51 +192,15 @@ def enqueue_stop(job: TrainingJob) -> None:
     transaction.on_commit(lambda: stop_job_task.delay(pk))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def description_fields(described: dict[str, Any]) -> dict[str, Any]:
-    """The row's fields that a ``DescribeTrainingJob`` answer sets (not the status)."""
-    return {
-        "secondary_status": described.get("SecondaryStatus", ""),
-        "transitions": _jsonable(described.get("SecondaryStatusTransitions", [])),
-        "failure_reason": described.get("FailureReason", ""),
-        "final_metrics": _jsonable(described.get("FinalMetricDataList", [])),
-        "model_artifacts": (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts", ""),
-        "creation_time": described.get("CreationTime"),
-        "training_start_time": described.get("TrainingStartTime"),
-        "training_end_time": described.get("TrainingEndTime"),
-        "billable_seconds": described.get("BillableTimeInSeconds"),
-        "last_modified": described.get("LastModifiedTime"),
-    }
-
-
 def _store_description(job: TrainingJob, described: dict[str, Any]) -> None:
     """Record a ``DescribeTrainingJob`` answer on the row (update-where it is still followed)."""
     status = described["TrainingJobStatus"]
     fields = description_fields(described)
     if status == Status.FAILED:
-        fields["failure_text"] = failure_text(job.name)
+        fields["failure_text"] = failure_text(get_backend(), job.name)
     if job.submitted_at is None:
         fields["submitted_at"] = described.get("CreationTime") or timezone.now()
     _move(job.pk, POLLED, status, **fields)
-
-
-def failure_text(name: str) -> str:
-    """The full failure file our container leaves in ``output.tar.gz`` ("" when there is none)."""
-    try:
-        data = get_backend().read_artifact_file(name, "output", "failure")
-    except (storage.StorageError, ClientError, BotoCoreError) as exc:
-        log.info("no failure file for %s: %s", name, exc)
-        return ""
-    return data.decode("utf-8", errors="replace")
 
 
 def refresh_job(job: TrainingJob) -> None:
@@ -290,8 +234,8 @@ def poll_jobs() -> int:
                 break
             params["NextToken"] = token
     except Exception as exc:
-        if _transient(exc):
-            raise TransientError(_one_line(exc)) from exc
+        if transient(exc):
+            raise TransientError(one_line(exc)) from exc
         raise
     by_name = {s["TrainingJobName"]: s for s in summaries}
     rows = TrainingJob.objects.filter(name__in=list(by_name), status__in=POLLED).order_by("name")
@@ -329,8 +273,8 @@ def stop_job(job_id: int) -> str:
     try:
         get_backend().stop_training_job(job.name)
     except ClientError as exc:
-        if _transient(exc):
-            raise TransientError(_one_line(exc)) from exc
+        if transient(exc):
+            raise TransientError(one_line(exc)) from exc
         if _code(exc) != "ValidationException":
             raise
         refresh_job(job)  # already final (or unknown): record what the backend says
@@ -374,8 +318,8 @@ def import_jobs(user_id: int) -> str:
     try:
         return str(run_import(owner))
     except Exception as exc:
-        if _transient(exc):
-            raise TransientError(_one_line(exc)) from exc
+        if transient(exc):
+            raise TransientError(one_line(exc)) from exc
         raise
 
 

@@ -27,9 +27,11 @@ from jobs import artifacts as manifests
 from jobs import detail, newjob, storage, uploads
 from jobs.backends import get_backend
 from jobs.backends.base import ARTIFACTS
+from jobs.checks import configuration_problems
 from jobs.forms import HistoryFilterForm
 from jobs.history import csv_lines, filter_jobs, json_chunks
 from jobs.models import TrainingJob
+from jobs.permissions import may_change
 from jobs.redact import SECRET_NOTE, Secrets, secrets_of
 from jobs.tasks import enqueue_stop, enqueue_submit, import_jobs_task
 
@@ -94,11 +96,6 @@ def history(request: HttpRequest) -> HttpResponse:
     if request.htmx:  # the live refresh of the table
         return render(request, "jobs/_history_table.html", ctx)
     return render(request, "jobs/history.html", ctx)
-
-
-def may_change(user: Any, owner_id: int) -> bool:
-    """Stop, clone, resubmit, deploy, delete: the owner or staff (everyone sees everything)."""
-    return user.is_staff or user.pk == owner_id
 
 
 @login_required
@@ -307,13 +304,6 @@ def new_job(request: HttpRequest) -> HttpResponse:
         page = newjob.NewJob(initial={"name": newjob.generate_name()})
         status = 200
     return render(request, "jobs/new_job.html", _new_job_context(page), status=status)
-
-
-def configuration_problems() -> list[str]:
-    """The system checks' findings, for the new-job page (a person can act on them)."""
-    from jobs.checks import problems
-
-    return [f"{p.msg} {p.hint or ''}".strip() for p in problems()]
 
 
 def _say_submitted(request: HttpRequest, job: TrainingJob) -> None:

@@ -39,8 +39,10 @@ from jobs.endpoints.models import (
     SuiteRun,
 )
 from jobs.errors import code_of, explain
+from jobs.errors import one_line as _one_line
+from jobs.errors import transient as _transient
 from jobs.requests import ENDPOINT_ID_TAG
-from jobs.tasks import RETRY, NameTaken, TransientError, _one_line, _transient, move
+from jobs.tasks import RETRY, NameTaken, TransientError, move
 
 log = logging.getLogger(__name__)
 Status = Endpoint.Status

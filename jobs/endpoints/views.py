@@ -28,13 +28,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from jobs import api_limits, artifacts, bundles, storage, uploads
 from jobs.backends import get_backend
+from jobs.checks import configuration_problems
 from jobs.endpoints import deploy, tasks
 from jobs.endpoints.forms import CONTENT_TYPES, DeployForm, InvokeForm
 from jobs.endpoints.models import Endpoint, Invocation, SavedTest, SuiteRun
 from jobs.forms import EnvironmentFormSet, environment_of
 from jobs.models import TrainingJob
+from jobs.permissions import may_change
 from jobs.redact import SECRET_NOTE, secrets_of
-from jobs.views import configuration_problems, may_change
 
 LOG_LINES = 200
 FIELDS = {

@@ -44,9 +44,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils.timezone import now
 
+from anyjob_container.environment import decode_value
 from jobs import api_limits, storage
 from jobs.backends.base import Backend
-from jobs.backends.local import capacity, endpoint_host, roles, states, volume
+from jobs.backends.local import capacity, endpoint_host, image, roles, states, volume
 from jobs.backends.local.models import (
     ACTIVE,
     SERVING,
@@ -112,7 +113,7 @@ def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 "needs the sagemaker backend.",
             )
         )
-    code = _decoded_hp((request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
+    code = decode_value((request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
     if isinstance(code, str) and code.startswith("/opt/ml/"):
         code = None  # inside the job's own /opt/ml (an isolated job's code channel): not the host's
     if isinstance(code, str) and code and "://" not in code:
@@ -164,7 +165,7 @@ def training_s3_locations(request: Mapping[str, Any]) -> list[tuple[str, Any]]:
     for i, channel in enumerate(request.get("InputDataConfig") or []):
         source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
         found.append((f"InputDataConfig[{i}].DataSource.S3DataSource.S3Uri", source.get("S3Uri")))
-    code = _decoded_hp((request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
+    code = decode_value((request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
     return [
         *found,
         ("OutputDataConfig.S3OutputPath", (request.get("OutputDataConfig") or {}).get("S3OutputPath")),
@@ -196,16 +197,6 @@ def sandbox_refusal(operation: str) -> None:
     if problem:
         message = f"The local backend cannot sandbox code on this machine, so it runs none: {problem}."
         raise client_error(operation, VALIDATION, f"{message} {SANDBOX_FIX}")
-
-
-def _decoded_hp(raw: Any) -> Any:
-    """A hyperparameter as the container reads it: JSON (the SDK's encoding) or the raw string."""
-    if not isinstance(raw, str):
-        return raw
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
 
 
 def _file_root_problems(path: str, uri: str) -> list[tuple[str, str, str]]:
@@ -399,6 +390,8 @@ def child_environment() -> dict[str, str]:
     before Django is set up)."""
     env = {k: v for k, v in os.environ.items() if k not in SERVER_CREDENTIALS}
     env[roles.SETTING] = settings.ANYJOB_LOCAL_ROLES
+    # This checkout's container package (the hyperparameter decoder), whatever the .pth says.
+    env["PYTHONPATH"] = os.pathsep.join([str(image.CONTAINER_DIR), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 

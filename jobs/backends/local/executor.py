@@ -57,15 +57,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def decode_hyperparameter(value: str) -> str:
-    """A hyperparameter as the container decodes it (JSON-encoded by the SDK, or raw)."""
-    try:
-        decoded = json.loads(value)
-    except ValueError:
-        return value
-    return decoded if isinstance(decoded, str) else value
-
-
 def cgroup_name(key: str, job_root: Path) -> str:
     """The job's cgroup (``anyjob/<this>`` in each hierarchy). Named by this installation's
     job folder too: cgroups are the machine's, and another anyjob here (another checkout, a
@@ -276,6 +267,7 @@ class JobRun:
         (config / "resourceconfig.json").write_text(json.dumps(resource))
 
     def sandbox_spec(self, python: Path) -> Any:
+        from anyjob_container.environment import decode_value
         from jobs import storage
         from jobs.backends.local import image, roles, sandbox
 
@@ -289,10 +281,8 @@ class JobRun:
         isolated = bool(request.get("EnableNetworkIsolation"))
         env = {**roles.job_environment(request.get("RoleArn"), isolated=isolated), **env}
         expose = list(image.runtime_paths(python))
-        code_uri = decode_hyperparameter(
-            request.get("HyperParameters", {}).get("sagemaker_submit_directory", "")
-        )
-        if code_uri.startswith("file://"):
+        code_uri = decode_value(request.get("HyperParameters", {}).get("sagemaker_submit_directory", ""))
+        if isinstance(code_uri, str) and code_uri.startswith("file://"):
             expose.append(storage.parse(code_uri).path)
         return sandbox.Sandbox(
             job_dir=self.ml,
