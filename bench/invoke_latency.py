@@ -120,7 +120,8 @@ def main() -> None:
     from django.core.management import call_command
 
     from jobs.backends.local import endpoint_host, image
-    from jobs.backends.local.backend import LocalBackend, endpoint_root
+    from jobs.backends.local.backend import LocalBackend
+    from jobs.backends.local.launch import endpoint_root
     from jobs.backends.local.models import LocalEndpoint
     from jobs.endpoints.models import Endpoint, Invocation
     from jobs.endpoints.tasks import run_invocation

@@ -46,10 +46,9 @@ from botocore.exceptions import ClientError
 from django.conf import settings as django_settings
 
 from jobs import storage
-from jobs.backends.local import backend as local_backend
-from jobs.backends.local import endpoint_host, instances, resources, sandbox, volume
-from jobs.backends.local.backend import endpoint_root
+from jobs.backends.local import endpoint_host, instances, resources, sandbox, validation, volume
 from jobs.backends.local.executor import cgroup_name
+from jobs.backends.local.launch import endpoint_root
 from jobs.backends.local.models import LocalEndpoint, LocalTrainingJob
 from tests.local.jobs import training_request, unique, wait_for, wait_for_log
 
@@ -1297,7 +1296,7 @@ def test_with_bubblewrap_unusable_nothing_runs(
     monkeypatch.setenv("ANYJOB_BWRAP", str(fake))
 
     # The executor itself refuses: started with the web side's check out of the way.
-    monkeypatch.setattr(local_backend, "sandbox_refusal", lambda operation: None)
+    monkeypatch.setattr(validation, "sandbox_refusal", lambda operation: None)
     started = unique("closed")
     backend.create_training_job(
         request(started, code, "ran.py", output, Environment={"ANYJOB_RAN_MARKER": str(ran)})

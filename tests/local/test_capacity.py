@@ -14,8 +14,7 @@ from botocore.exceptions import ClientError
 from django.db import connection
 from django.utils.timezone import now
 
-from jobs.backends.local import backend as local_backend
-from jobs.backends.local import capacity
+from jobs.backends.local import capacity, launch
 from jobs.backends.local.backend import LocalBackend
 from jobs.backends.local.models import LocalEndpoint, LocalTrainingJob, Status
 from tests.local.jobs import SCRIPTS, training_request, unique, wait_for, wait_for_log
@@ -47,8 +46,8 @@ def launched(monkeypatch) -> list[str]:
     """Records the processes the backend would start, and starts none: these tests are about
     admission, and a row stays InProgress (or Creating) until the test moves it."""
     started: list[str] = []
-    monkeypatch.setattr(local_backend, "launch_executor", lambda job: started.append(job.name))
-    monkeypatch.setattr(local_backend, "launch_endpoint_host", lambda endpoint: started.append(endpoint.name))
+    monkeypatch.setattr(launch, "launch_executor", lambda job: started.append(job.name))
+    monkeypatch.setattr(launch, "launch_endpoint_host", lambda endpoint: started.append(endpoint.name))
     return started
 
 

@@ -18,8 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from jobs import storage
-from jobs.backends.local import backend as local_backend
-from jobs.backends.local.backend import LocalBackend, endpoint_root
+from jobs.backends.local import runtime
+from jobs.backends.local.backend import LocalBackend
+from jobs.backends.local.launch import endpoint_root
 from jobs.backends.local.models import LocalEndpoint
 from tests.local.jobs import linear_example, training_request, unique, wait_for
 
@@ -246,7 +247,7 @@ def test_an_endpoint_serves_the_trained_model(backend, trained, tmp_path, monkey
     def no_server(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the request reached the server")
 
-    monkeypatch.setattr(local_backend._connections, "get", no_server)
+    monkeypatch.setattr(runtime.connections, "get", no_server)
     with pytest.raises(ClientError) as excinfo:
         backend.invoke_endpoint(name, b"x" * (6 * 1024 * 1024 + 1))
     code, message, response = error(excinfo)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.backends.local import sandbox
-from jobs.backends.local.backend import hidden_paths
+from jobs.backends.local.launch import hidden_paths
 
 pytestmark = pytest.mark.skipif(
     not sandbox.bwrap_available(), reason=f"no sandbox here: {sandbox.isolation_problem()}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from jobs.backends.local.executor import MAX_LINE, bounded_lines
+from jobs.backends.local.logs import MAX_LINE, bounded_lines
 
 
 class CountingStream(io.BytesIO):

@@ -1,10 +1,11 @@
 """One local endpoint's host process: the container's ``serve``, sandboxed, kept serving.
 
 ``python -m jobs.backends.local.endpoint_host [--detach] PLAN_FILE`` — started by
-``LocalBackend.create_endpoint`` (and by ``reattach_endpoints`` when an endpoint's host is
-gone), which writes the plan (the endpoint's model and the settings this process needs) into
-the endpoint's folder. ``--detach`` forks into its own session, so the endpoint outlives the
-web or worker process that created it and a restart of those never touches it.
+``launch.launch_endpoint_host`` (for ``LocalBackend.create_endpoint``, and for ``reattach.py``
+when an endpoint's host is gone), which writes the plan (the endpoint's model and the settings
+this process needs) into the endpoint's folder. ``--detach`` (``launch.detach``) forks into
+its own session, so the endpoint outlives the web or worker process that created it and a
+restart of those never touches it.
 
 What it does, as SageMaker's hosting does for one instance:
 
@@ -38,7 +39,6 @@ No Django before the lock is taken: the plan holds what the first steps need.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import http.client
@@ -58,7 +58,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.backends.local.executor import FAILURE_REASON_MAX, MAX_LINE, bounded_lines, detach
+from jobs.backends.local.executor import FAILURE_REASON_MAX
+from jobs.backends.local.launch import detach
+from jobs.backends.local.logs import LogWriter
 
 log = logging.getLogger("anyjob.local.endpoint")
 
@@ -70,8 +72,6 @@ LOCK_WAIT_SECONDS = 2.0
 WATCH_SECONDS = 0.25
 PING_TIMEOUT = 2.0  # the contract: /ping answers within 2 s
 TAIL_LINES = 15  # the server's last log lines quoted in FailureReason
-FLUSH_SECONDS = 0.5
-FLUSH_LINES = 500
 PORT_ATTEMPTS = 3  # a free port taken by someone else between our check and the bind
 RESTART_BACKOFF_MAX = 30.0
 PORT_TAKEN = (
@@ -263,69 +263,6 @@ def failure(reason: str, tail: list[str]) -> str:
     return reason
 
 
-class EndpointLog:
-    """The server's output (and the host's own remarks) as the endpoint's log events: kept
-    in memory until the row is ``attach``-ed, then written in batches by the main thread,
-    bounded to the newest ``max_events``. ``tail`` keeps the current server's last lines."""
-
-    def __init__(self, stream: str, max_events: int) -> None:
-        self.endpoint_id: int | None = None
-        self.stream = stream
-        self.max_events = max_events
-        self.pending: list[tuple[int, str]] = []
-        self.seq = 0
-        self.lock = threading.Lock()
-        self.last_flush = time.monotonic()
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-
-    def attach(self, endpoint_id: int) -> None:
-        from django.db.models import Max
-
-        from jobs.backends.local.models import LocalEndpointLogEvent
-
-        # A restarted host continues the log where the previous one stopped.
-        last = LocalEndpointLogEvent.objects.filter(endpoint_id=endpoint_id).aggregate(m=Max("seq"))["m"]
-        self.seq = last or 0
-        self.endpoint_id = endpoint_id
-        self.flush()
-
-    def add(self, line: str) -> None:
-        if len(line) > MAX_LINE:
-            line = line[:MAX_LINE] + " [... line cut by anyjob ...]"
-        with self.lock:
-            self.pending.append((int(time.time() * 1000), line))
-            self.tail.append(line)
-
-    def pump(self, stream: Any, ended: threading.Event) -> None:
-        """Read the server's output until it closes (a thread of its own; no database)."""
-        try:
-            for line in bounded_lines(stream):
-                self.add(line)
-        except (OSError, ValueError):
-            pass
-        finally:
-            ended.set()
-
-    def flush_if_due(self) -> None:
-        if self.pending and (
-            len(self.pending) >= FLUSH_LINES or time.monotonic() - self.last_flush > FLUSH_SECONDS
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        if self.endpoint_id is None:
-            return
-        from jobs.backends.local.models import LocalEndpointLogEvent
-
-        with self.lock:
-            batch, self.pending = self.pending, []
-        self.last_flush = time.monotonic()
-        if batch:
-            self.seq = LocalEndpointLogEvent.store_batch(
-                {"endpoint_id": self.endpoint_id}, self.stream, batch, self.seq, self.max_events
-            )
-
-
 # -- the host ---------------------------------------------------------------------------------------
 
 
@@ -354,7 +291,13 @@ class Host:
         self.endpoint_id: int | None = None
         self.notes: list[str] = []
         self.variant: str = plan["variant"]
-        self.logs = EndpointLog(f"{self.variant}/i-{secrets.token_hex(9)[:17]}", plan["max_log_events"])
+        # Written by the main thread alone (``flush_if_due`` in its loops).
+        self.logs = LogWriter(
+            f"{self.variant}/i-{secrets.token_hex(9)[:17]}",
+            plan["max_log_events"],
+            flush_on_add=False,
+            tail_lines=TAIL_LINES,
+        )
         self._next_watch = 0.0
         self.lost = threading.Event()
         self.done = threading.Event()
@@ -461,7 +404,7 @@ class Host:
             if row.status == EndpointStatus.DELETING:
                 row.delete()
                 return True
-            # launched_at cleared: no host is on its way either (see LocalBackend._host_alive).
+            # launched_at cleared: no host is on its way either (see reattach.host_alive).
             row.host, row.heartbeat, row.launched_at, row.port, row.server_pid = "", None, None, None, None
             row.save(update_fields=["host", "heartbeat", "launched_at", "port", "server_pid"])
         return False
@@ -688,7 +631,9 @@ class Host:
         if not self.claim():
             log.info("endpoint %s: generation %d is not current; nothing to do", self.name, self.generation)
             return 0
-        self.logs.attach(self.endpoint_id)
+        from jobs.backends.local.models import LocalEndpointLogEvent
+
+        self.logs.attach(LocalEndpointLogEvent, {"endpoint_id": self.endpoint_id})
         for note in self.notes:
             self.logs.add(f"anyjob: {note}")
         if self.generation > 1:
@@ -804,9 +749,6 @@ def main(argv: list[str]) -> int:
         return 0
     if "--detach" in argv:
         detach()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
     handler = logging.FileHandler(root / "host.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
     logging.getLogger().addHandler(handler)

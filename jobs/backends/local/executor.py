@@ -1,10 +1,11 @@
 """One local training job's process: stage, run the container sandboxed, record, finish.
 
 ``python -m jobs.backends.local.executor [--detach] PLAN_FILE`` — started by
-``LocalBackend.create_training_job``, which writes the plan (the request and the settings
-this process needs) next to the job directory. ``--detach`` forks into its own session so
-the job outlives the web or worker process that created it, and no Celery task waits for it
-(a task that long would be redelivered by Redis after ``visibility_timeout`` and run twice).
+``launch.launch_executor`` (for ``LocalBackend.create_training_job``), which writes the plan
+(the request and the settings this process needs) in the job directory. ``--detach``
+(``launch.detach``) forks into its own session so the job outlives the web or worker process
+that created it, and no Celery task waits for it (a task that long would be redelivered by
+Redis after ``visibility_timeout`` and run twice).
 
 Fast start: Django takes about half a second to import here, so the job does not wait for
 it. The process first stages the channels and starts the container from the plan alone,
@@ -33,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -44,13 +44,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobs.backends.local.launch import detach
+from jobs.backends.local.logs import LogWriter
+
 log = logging.getLogger("anyjob.local.executor")
 
 #: SageMaker keeps 1024 characters of FailureReason.
 FAILURE_REASON_MAX = 1024
-MAX_LINE = 16 * 1024  # longer log lines are cut (CloudWatch's own limit is 256 KiB)
-FLUSH_SECONDS = 0.5
-FLUSH_LINES = 500
 
 
 def utcnow() -> datetime:
@@ -65,29 +65,6 @@ def cgroup_name(key: str, job_root: Path) -> str:
     return f"job-{key}-{where}"
 
 
-def bounded_lines(stream: Any, limit: int = MAX_LINE) -> Any:
-    """The lines of a job's output, each read with a bound: a line longer than ``limit``
-    bytes is cut there (the rest of it skipped), so output without newlines cannot grow
-    anyjob's memory."""
-    cut = " [... line cut by anyjob ...]"
-    while raw := stream.readline(limit + 1):
-        if len(raw) > limit and not raw.endswith(b"\n"):
-            while (rest := stream.readline(limit + 1)) and not rest.endswith(b"\n"):
-                pass  # the rest of the long line, read and dropped in bounded pieces
-            yield raw[:limit].decode("utf-8", "replace") + cut
-            continue
-        yield raw.decode("utf-8", "replace").rstrip("\n")
-
-
-def detach() -> None:
-    """Double fork: the caller returns at once and the job's process belongs to no one."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-
-
 def main(argv: list[str]) -> int:
     args = [a for a in argv if a != "--detach"]
     if len(args) != 1:
@@ -97,9 +74,6 @@ def main(argv: list[str]) -> int:
     job_root = Path(plan["job_root"])
     if "--detach" in argv:
         detach()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
     # The process's own diagnostics (not the job's log) go next to the job directory.
     handler = logging.FileHandler(job_root.parent / f"{job_root.name}.executor.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -160,7 +134,12 @@ class JobRun:
         self.training_at: datetime | None = None
         limit = int(self.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86_400))
         self.deadline = time.monotonic() + limit
-        self.logs = LogWriter(f"{self.name}/algo-1-{int(time.time())}", self.request, plan["max_log_events"])
+        self.logs = LogWriter(
+            f"{self.name}/algo-1-{int(time.time())}",
+            plan["max_log_events"],
+            flush_on_add=True,
+            metric_definitions=self.request.get("AlgorithmSpecification", {}).get("MetricDefinitions", []),
+        )
 
     # -- before Django ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -319,7 +298,7 @@ class JobRun:
             return job
 
     def finish(self) -> int:
-        from jobs.backends.local.models import LocalTrainingJob, Status
+        from jobs.backends.local.models import LocalLogEvent, LocalTrainingJob, Status
 
         if not claim(self.key, self.identity):
             log.info("training job %s is not waiting for a process: nothing to do", self.name)
@@ -334,7 +313,8 @@ class JobRun:
                 self.update(finish=(Status.FAILED, "Failed", self.early_failure[:FAILURE_REASON_MAX]))
                 return 0
             job = self.update(advance=("Training", self.training_at), notes=self.notes)
-            self.logs.attach(job if isinstance(job, LocalTrainingJob) else None)
+            if isinstance(job, LocalTrainingJob):
+                self.logs.attach(LocalLogEvent, {"job": job})
             self._train_and_upload()
         except Exception as exc:  # a bug of ours or a fault of the machine: say so on the job
             log.exception("training job %s: internal error", self.name)
@@ -514,96 +494,6 @@ class JobRun:
             if self.volume is not None:
                 self.volume.release()
             shutil.rmtree(self.job_root / "packed", ignore_errors=True)
-
-
-class LogWriter:
-    """A job's output as log events: kept in memory until the row is ``attach``-ed, then
-    written in batches, bounded to the newest ``max_events``; metrics picked out as it goes."""
-
-    def __init__(self, stream: str, request: dict[str, Any], max_events: int) -> None:
-        self.job: Any = None
-        self.stream = stream
-        self.max_events = max_events
-        self.pending: list[tuple[int, str]] = []
-        self.seq = 0
-        self.lock = threading.Lock()
-        self.last_flush = time.monotonic()
-        self.ended = threading.Event()
-        self.metric_res: list[tuple[str, re.Pattern[str]]] = []
-        for d in request.get("AlgorithmSpecification", {}).get("MetricDefinitions", []):
-            try:
-                self.metric_res.append((d["Name"], re.compile(d["Regex"])))
-            except re.error:
-                log.warning(
-                    "metric %s: regex %r does not compile in Python; ignored", d.get("Name"), d.get("Regex")
-                )
-        self.metrics: dict[str, tuple[float, int]] = {}
-
-    def attach(self, job: Any) -> None:
-        self.job = job
-        self.flush()
-
-    def add(self, line: str) -> None:
-        stamp = int(time.time() * 1000)
-        if len(line) > MAX_LINE:
-            line = line[:MAX_LINE] + " [... line cut by anyjob ...]"
-        for metric, pattern in self.metric_res:
-            match = pattern.search(line)
-            if match:
-                with contextlib.suppress(ValueError, IndexError):
-                    self.metrics[metric] = (
-                        float(match.group(1) if match.groups() else match.group(0)),
-                        stamp,
-                    )
-        with self.lock:
-            self.pending.append((stamp, line))
-        if len(self.pending) >= FLUSH_LINES:
-            self.flush()
-        else:
-            self.flush_if_due()
-
-    def flush_if_due(self) -> None:
-        if self.pending and time.monotonic() - self.last_flush > FLUSH_SECONDS:
-            self.flush()
-
-    def pump(self, stream: Any) -> None:
-        try:
-            for line in bounded_lines(stream):
-                self.add(line)
-            self.flush()
-        finally:
-            self.ended.set()
-            if self.job is not None:
-                from django.db import connection
-
-                connection.close()
-
-    def wait_for_end(self) -> None:
-        self.ended.wait(timeout=10)
-        self.flush()
-
-    def flush(self) -> None:
-        if self.job is None:
-            return  # not written before the row is ours; memory holds it meanwhile
-        from jobs.backends.local.models import LocalLogEvent
-
-        with self.lock:
-            batch, self.pending = self.pending, []
-            self.last_flush = time.monotonic()
-            if batch:
-                self.seq = LocalLogEvent.store_batch(
-                    {"job": self.job}, self.stream, batch, self.seq, self.max_events
-                )
-
-    def final_metrics(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "MetricName": name,
-                "Value": value,
-                "Timestamp": datetime.fromtimestamp(stamp / 1000, UTC).isoformat(),
-            }
-            for name, (value, stamp) in sorted(self.metrics.items())
-        ]
 
 
 if __name__ == "__main__":
