@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.timezone import now
 
@@ -42,7 +41,6 @@ from jobs.backends.local.models import (
 )
 from jobs.backends.local.resources import instance_type_problem
 from jobs.backends.local.shapes import (
-    ACCOUNT,
     NOT_FOUND,
     VALIDATION,
     arn_for,
@@ -92,7 +90,7 @@ class LocalBackend(Backend):
         if problem := instance_type_problem(instance_type):
             raise client_error(op, VALIDATION, problem)
         name = request["TrainingJobName"]
-        arn = f"arn:aws:sagemaker:{settings.ANYJOB_REGION}:{ACCOUNT}:training-job/{name.lower()}"
+        arn = arn_for("training-job", name)
         at = now()
         job = LocalTrainingJob(
             name=name,
