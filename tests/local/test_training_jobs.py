@@ -203,6 +203,8 @@ def test_a_job_whose_process_dies_is_failed_not_left_running(backend, code, outp
     job = wait_for(backend, name, timeout=30)
     assert job["TrainingJobStatus"] == "Failed"
     assert job["FailureReason"].startswith(f"InternalServerError: the process running this job ({executor})")
+    # Its volume, which the killed process could not unmount, is released by the reaper.
+    assert not os.path.ismount(Path(settings.ANYJOB_LOCAL_ROOT) / name / "volume")
 
 
 def test_a_job_runs_exactly_once(backend, code, output) -> None:

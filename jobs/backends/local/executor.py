@@ -30,6 +30,7 @@ out by ``MetricDefinitions``) → Uploading (``model.tar.gz`` and ``output.tar.g
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -57,6 +58,24 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+CLAIM_FILE = "claimed"
+
+
+def executor_gone(job_root: Path) -> bool:
+    """Whether the job's process (on this machine) has ended: its claim is no longer held."""
+    try:
+        fd = os.open(Path(job_root) / CLAIM_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def cgroup_name(key: str, job_root: Path) -> str:
     """The job's cgroup (``anyjob/<this>`` in each hierarchy). Named by this installation's
     job folder too: cgroups are the machine's, and another anyjob here (another checkout, a
@@ -80,10 +99,13 @@ def main(argv: list[str]) -> int:
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
     try:
-        os.close(os.open(job_root / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        # Held (flock) for as long as this process lives: the reaper tells a dead executor
+        # by the lock being free, the moment the kernel closes it.
+        claimed = os.open(job_root / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC)
     except FileExistsError:
         log.info("training job %s already has a process: nothing to do", plan["name"])
         return 0
+    fcntl.flock(claimed, fcntl.LOCK_EX)
     run = JobRun(plan)
     try:
         run.start()

@@ -8,7 +8,6 @@ describe, list and create calls run first) instead of staying ``InProgress`` for
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from django.db.models import Q
 from django.utils.timezone import now
 
 from jobs.backends.local import states, volume
+from jobs.backends.local.executor import executor_gone
 from jobs.backends.local.models import ACTIVE, LocalTrainingJob, Status
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,8 @@ def _release_leftovers(job: LocalTrainingJob | None) -> None:
     would have released it itself, had it not been killed)."""
     if job is None or not job.executor:
         return
-    host, _, pid = job.executor.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return
-    try:
-        os.kill(int(pid), 0)
-        return  # still alive: not ours to touch
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        return
-    volume.release(Path(settings.ANYJOB_LOCAL_ROOT) / job.key)
+    host, _, _ = job.executor.rpartition(":")
+    root = Path(settings.ANYJOB_LOCAL_ROOT) / job.key
+    if host != socket.gethostname() or not executor_gone(root):
+        return  # another machine's, or still alive: not ours to touch
+    volume.release(root)
