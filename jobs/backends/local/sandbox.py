@@ -444,21 +444,26 @@ def bwrap_argv(
 
 def _without_values(args: list[str]) -> list[str]:
     """``args`` with each ``--setenv`` value replaced: what may be logged or shown."""
-    out = list(args)
-    for i, arg in enumerate(out[:-2]):
-        if arg == "--setenv" and (i == 0 or out[i - 1] != "--setenv"):
-            out[i + 2] = "<value>"
+    out, i = [], 0
+    while i < len(args):
+        if args[i] == "--setenv" and i + 2 < len(args):
+            out += ["--setenv", args[i + 1], "<value>"]
+            i += 3
+        else:
+            out.append(args[i])
+            i += 1
     return out
 
 
 def _args_file(args: list[str]) -> int:
-    """A sealed-off memfd holding ``args`` NUL-separated, for bwrap's ``--args FD``."""
-    fd = os.memfd_create("anyjob-sandbox-args", 0)  # inheritable only where passed
-    data = b"".join(a.encode() + b"\0" for a in args)
-    if b"\0" in b"".join(a.encode() for a in args):
-        os.close(fd)
+    """A memfd holding ``args`` NUL-separated, for bwrap's ``--args FD`` (passed to bwrap
+    alone), so no value shows on a command line."""
+    encoded = [a.encode() for a in args]
+    if any(b"\0" in a for a in encoded):
         raise SandboxError("an argument or environment value of the sandbox holds a NUL byte")
-    os.write(fd, data)
+    fd = os.memfd_create("anyjob-sandbox-args", os.MFD_CLOEXEC)
+    with open(fd, "wb", closefd=False) as fh:
+        fh.write(b"".join(a + b"\0" for a in encoded))
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
