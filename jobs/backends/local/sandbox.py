@@ -911,10 +911,11 @@ class SandboxedProcess:
         finally:
             for fd in fds:
                 os.close(fd)
-        log.debug("sandbox %s started as uid %d: %s", info.get("child-pid"), uid, args)
+        shown = [*argv[: argv.index(bwrap)], *_without_values(args)]  # no environment values
+        log.debug("sandbox %s started as uid %d: %s", info.get("child-pid"), uid, shown)
         return cls(
             popen,
-            [*argv[: argv.index(bwrap)], *_without_values(args)],
+            shown,
             isolated=True,
             info=info,
             bwrap=bwrap,
