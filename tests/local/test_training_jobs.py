@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,9 @@ from botocore.exceptions import ClientError
 from django.conf import settings
 
 from jobs import storage
+from jobs.backends.local import resources
 from jobs.backends.local.backend import LocalBackend
+from jobs.backends.local.executor import cgroup_name
 from jobs.backends.local.models import LocalTrainingJob
 from tests.local.jobs import SCRIPTS, linear_example, training_request, unique, wait_for, wait_for_log
 
@@ -199,12 +202,29 @@ def test_a_job_whose_process_dies_is_failed_not_left_running(backend, code, outp
     wait_for_log(backend, name, "sleeping")
     executor = LocalTrainingJob.objects.get(name=name).executor
     pid = int(executor.rsplit(":", 1)[1])
+    # Everything of the job's that lives on without its process: the sandbox's network
+    # helper (pasta, outside the sandbox) is in the job's cgroup, as its processes are.
+    support = resources.detect()
+    inside = set()
+    for parent in support.parents.values():
+        procs = parent / cgroup_name(name, Path(settings.ANYJOB_LOCAL_ROOT) / name) / "cgroup.procs"
+        with contextlib.suppress(OSError):
+            inside |= {int(p) for p in procs.read_text().split()}
+    if support.mode != "none":
+        assert any(
+            "pasta" in Path(f"/proc/{p}/cmdline").read_text() for p in inside if Path(f"/proc/{p}").exists()
+        )
     os.kill(pid, signal.SIGKILL)
     job = wait_for(backend, name, timeout=30)
     assert job["TrainingJobStatus"] == "Failed"
     assert job["FailureReason"].startswith(f"InternalServerError: the process running this job ({executor})")
-    # Its volume, which the killed process could not unmount, is released by the reaper.
+    # Its volume, which the killed process could not unmount, is released by the reaper, and
+    # what was left in its cgroup is gone.
     assert not os.path.ismount(Path(settings.ANYJOB_LOCAL_ROOT) / name / "volume")
+    deadline = time.monotonic() + 10
+    while [p for p in inside if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in inside if Path(f"/proc/{p}").exists()], "no process of the job is left"
 
 
 def test_a_job_runs_exactly_once(backend, code, output) -> None:

@@ -7,6 +7,7 @@ describe, list and create calls run first) instead of staying ``InProgress`` for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from datetime import timedelta
@@ -17,8 +18,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils.timezone import now
 
-from jobs.backends.local import states, volume
-from jobs.backends.local.executor import executor_gone
+from jobs.backends.local import resources, states, volume
+from jobs.backends.local.executor import cgroup_name, executor_gone
 from jobs.backends.local.models import ACTIVE, LocalTrainingJob, Status
 
 log = logging.getLogger(__name__)
@@ -60,3 +61,7 @@ def _release_leftovers(job: LocalTrainingJob | None) -> None:
     if host != socket.gethostname() or not executor_gone(root):
         return  # another machine's, or still alive: not ours to touch
     volume.release(root)
+    # Whatever is left in its cgroup (its network helper, pasta) goes with it.
+    if resources.detect().mode != "none":
+        with contextlib.suppress(OSError):
+            resources.create(cgroup_name(job.key, root), resources.Limits(1.0, 64 * 1024**2, 16)).remove()

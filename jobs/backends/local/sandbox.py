@@ -547,10 +547,12 @@ class _Network:
         self.pid: int | None = None
         self.note: str | None = None
 
-    def setup(self, holder: int, child: int, uid: int) -> None:
+    def setup(self, holder: int, child: int, uid: int, preexec: Callable[[], None] | None = None) -> None:
         """``holder`` is in the namespace's owning user namespace (bwrap's own process),
-        ``child`` in the namespace. On any failure the job keeps a namespace with loopback
-        only, and ``note`` says why."""
+        ``child`` in the namespace. ``preexec`` puts pasta in the job's cgroup, so that it
+        ends with the job's processes even when anyjob's own process is killed (pasta does
+        not notice a namespace it joined by ``/proc`` path going away). On any failure the
+        job keeps a namespace with loopback only, and ``note`` says why."""
         net = f"/proc/{child}/ns/net"
         self._ip(net, "link", "set", "lo", "up")
         problem = network_problem()
@@ -571,6 +573,7 @@ class _Network:
                         capture_output=True,
                         text=True,
                         timeout=20,
+                        preexec_fn=preexec,
                     )
                     with contextlib.suppress(OSError, ValueError):
                         self.pid = int(pidfile.read_text())
@@ -898,7 +901,7 @@ class SandboxedProcess:
                     "in the command's stderr"
                 )
             if spec.network:
-                network.setup(popen.pid, info["child-pid"], uid)
+                network.setup(popen.pid, info["child-pid"], uid, spec.preexec)
             os.write(block_w, b"go")  # the command starts only now
         except BaseException:
             network.close()
