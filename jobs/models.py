@@ -105,6 +105,8 @@ class TrainingJob(models.Model):
     #: Keys of ``environment`` whose values are secret: sent, never shown (``jobs.redact``).
     secret_environment = models.JSONField(default=list, blank=True)
     tags = models.JSONField(default=list, blank=True)
+    #: ``[{"name", "regex"}]``: SageMaker's ``AlgorithmSpecification.MetricDefinitions``.
+    metric_definitions = models.JSONField(default=list, blank=True)
     network_isolation = models.BooleanField(default=False)
     request = models.JSONField(default=dict, blank=True)
     #: Started outside anyjob and imported from the account (``manage.py import_jobs``).
@@ -196,3 +198,56 @@ class ArtifactManifest(models.Model):
     etag = models.CharField(max_length=200)
     manifest = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class MetricSeries(models.Model):
+    """One metric of one job: what the history sorts and filters on (``last``/``min``/``max``),
+    and the head of its points, kept in ``MetricChunk`` rows (``jobs.metrics``).
+
+    Step ``n`` is the metric's nth value (1-based). At most ``jobs.metrics.MAX_POINTS`` points are
+    kept; later ones only move ``dropped`` (and ``last``), so the cut is recorded, never silent.
+    """
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="metric_series")
+    name = models.CharField(max_length=255)
+    #: Points kept (== the last kept step).
+    count = models.PositiveIntegerField(default=0)
+    #: Points seen after the bound was reached: counted, not kept.
+    dropped = models.PositiveBigIntegerField(default=0)
+    last = models.FloatField(null=True, blank=True)
+    min = models.FloatField(null=True, blank=True)
+    max = models.FloatField(null=True, blank=True)
+    #: Unix milliseconds of the first and of the last point seen.
+    first_ms = models.BigIntegerField(null=True, blank=True)
+    last_ms = models.BigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="jobs_metricseries_job_name")]
+        indexes = [
+            # The history sorted or filtered by a metric: one index walk per statistic.
+            models.Index(fields=["name", "last", "job"], name="jobs_metric_last_idx"),
+            models.Index(fields=["name", "min", "job"], name="jobs_metric_min_idx"),
+            models.Index(fields=["name", "max", "job"], name="jobs_metric_max_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.name}"
+
+
+class MetricChunk(models.Model):
+    """Consecutive points of one series: ``points`` packs ``(unix_ms int64, value float64)``
+    little-endian pairs (``struct`` format ``<qd``) for steps ``first_step`` … ``first_step +
+    count - 1``; ``summary`` is the same packing of ``(step, unix_ms, value)`` triples (``<qqd``)
+    that keeps each display bucket's first, minimum, maximum and last point (``jobs.metrics``), so
+    a chart of 100,000 points reads the summaries, not the points."""
+
+    series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    first_step = models.PositiveIntegerField()
+    count = models.PositiveIntegerField(default=0)
+    points = models.BinaryField(default=bytes)
+    summary = models.BinaryField(default=bytes)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "seq"], name="jobs_metricchunk_series_seq")]
