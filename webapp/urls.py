@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from jobs import views
+from jobs import compare, views
 from webapp import signin
 from webapp.health import healthz
 
@@ -17,6 +17,9 @@ urlpatterns = [
     path("new/preview/", views.preview, name="preview"),
     path("code/<str:sha256>/", views.code_file, name="code"),
     path("code/<str:sha256>/<path:path>", views.code_file, name="code_file"),
+    # Before jobs/<str:name>/: "compare" would otherwise be read as a job's name.
+    path("jobs/compare/", compare.compare_jobs, name="compare_jobs"),
+    path("jobs/compare/metrics.json", compare.compare_metrics, name="compare_metrics"),
     path("jobs/<str:name>/", views.job_detail, name="job_detail"),
     path("jobs/<str:name>/status/", views.job_status, name="job_status"),
     path("jobs/<str:name>/log/", views.job_log, name="job_log"),
