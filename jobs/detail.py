@@ -284,6 +284,12 @@ def changes(parent: TrainingJob, job: TrainingJob) -> list[str]:
     out += _diff_rows(
         "tag", _rows(parent.tags, "key"), _rows(job.tags, "key"), lambda r: repr(r.get("value"))
     )
+    out += _diff_rows(
+        "metric",
+        _rows(parent.metric_definitions, "name"),
+        _rows(job.metric_definitions, "name"),
+        lambda r: repr(r.get("regex")),
+    )
     return [values.redact(line) for line in out]
 
 
@@ -340,5 +346,6 @@ def clone_initial(job: TrainingJob) -> tuple[dict[str, Any], dict[str, list[dict
             for k, v in secrets.environment(job.environment or {}, shown="").items()
         ],
         "tags": [dict(t) for t in job.tags or []],
+        "metric_definitions": [dict(d) for d in job.metric_definitions or []],
     }
     return initial, rows

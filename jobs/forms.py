@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 
+from jobs import metrics
 from jobs.models import TrainingJob
 
 #: ``?sort=`` values accepted, each mapped to its ``order_by`` (ties broken by newest id).
@@ -295,7 +296,59 @@ def environment_of(rows: RowFormSet) -> tuple[dict[str, str], list[str]]:
     return {r["key"]: r["value"] for r in kept}, [r["key"] for r in kept if r.get("secret")]
 
 
+class MetricDefinitionForm(RowForm):
+    """One of SageMaker's ``MetricDefinitions``: a metric's name and the regular expression whose
+    first group captures its value in the log. Whether the expression works (in Python and on
+    AWS) is checked by ``jobs.metrics.check_definitions``, on the whole table."""
+
+    key_fields = ("name", "regex")
+
+    name = forms.CharField(max_length=metrics.MAX_NAME, label="Metric")
+    regex = forms.CharField(max_length=metrics.MAX_REGEX, strip=False, label="Regular expression")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["name"].widget.attrs.update({"data-metric-name": "", "autocomplete": "off"})
+        self.fields["regex"].widget.attrs.update(
+            {"data-metric-regex": "", "autocomplete": "off", "spellcheck": "false"}
+        )
+
+    def clean_name(self) -> str:
+        return self.cleaned_data["name"].strip()
+
+
+class MetricDefinitionRows(RowFormSet):
+    """The metric table: names that collide (regardless of case, as on AWS's charts a person
+    reads), expressions that do not compile or capture no number are found by
+    ``jobs.metrics.check_definitions`` (``NewJob._check_metrics``), each on its row."""
+
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        rows = self.rows()
+        if len(rows) > self.limit:
+            raise forms.ValidationError(
+                f"At most {self.limit} {self.noun}s (SageMaker's limit); this form has {len(rows)}."
+            )
+
+    def definitions(self) -> list[dict[str, str]]:
+        """``[{"name", "regex"}]`` of the filled rows (``TrainingJob.metric_definitions``)."""
+        return [{"name": r["name"], "regex": r["regex"]} for _, r in self.rows()]
+
+
 ChannelFormSet = row_formset(ChannelForm, limit=20, unique="name", noun="channel")
 HyperparameterFormSet = row_formset(HyperparameterForm, limit=100, unique="key", noun="hyperparameter")
 EnvironmentFormSet = row_formset(EnvironmentForm, limit=100, unique="key", noun="environment variable")
 TagFormSet = row_formset(TagForm, limit=50, unique="key", noun="tag", extra=0)
+MetricDefinitionFormSet = forms.formset_factory(
+    MetricDefinitionForm,
+    formset=type(
+        "MetricDefinitionRowsSet",
+        (MetricDefinitionRows,),
+        {"limit": metrics.MAX_DEFINITIONS, "unique": "name", "noun": "metric"},
+    ),
+    extra=1,
+    can_delete=True,
+    max_num=metrics.MAX_DEFINITIONS + 50,
+    absolute_max=metrics.MAX_DEFINITIONS + 50,
+)

@@ -26,12 +26,13 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from anyjob_container.environment import decode_value, is_reserved, to_cmd_args
-from jobs import api_limits, bundles, storage, uploads
+from jobs import api_limits, bundles, metrics, storage, uploads
 from jobs.backends import get_backend
 from jobs.forms import (
     ChannelFormSet,
     EnvironmentFormSet,
     HyperparameterFormSet,
+    MetricDefinitionFormSet,
     NewJobForm,
     RowFormSet,
     TagFormSet,
@@ -186,12 +187,16 @@ class NewJob:
         rows = rows or {}
         if data is not None:
             data = data.copy()  # mutable: the stored code's sha256 is written back into it
+            # A page from before the metric table (a tab left open across an upgrade): no rows.
+            if "md-TOTAL_FORMS" not in data:
+                data.update({"md-TOTAL_FORMS": "0", "md-INITIAL_FORMS": "0"})
         self.data = data
         self.form = NewJobForm(data, files, initial=initial)
         self.channels = ChannelFormSet(data, prefix="ch", initial=rows.get("channels"))
         self.hyperparameters = HyperparameterFormSet(data, prefix="hp", initial=rows.get("hyperparameters"))
         self.environment = EnvironmentFormSet(data, prefix="env", initial=rows.get("environment"))
         self.tags = TagFormSet(data, prefix="tag", initial=rows.get("tags"))
+        self.metrics = MetricDefinitionFormSet(data, prefix="md", initial=rows.get("metric_definitions"))
         self.code: Code | None = None
         self.job: TrainingJob | None = None
         if data is None and initial and initial.get("source_sha256"):
@@ -199,7 +204,7 @@ class NewJob:
 
     @property
     def tables(self) -> list[RowFormSet]:
-        return [self.channels, self.hyperparameters, self.environment, self.tags]
+        return [self.channels, self.hyperparameters, self.environment, self.tags, self.metrics]
 
     @property
     def entry_point(self) -> str:
@@ -216,6 +221,7 @@ class NewJob:
         checked = [self.form.is_valid(), *[t.is_valid() for t in self.tables]]
         self._check_code()
         self._check_hyperparameters()
+        self._check_metrics()
         if all(checked):
             self._check_parent(user)
             # The API's rules too, on the rows that passed their own checks: every message at once.
@@ -284,6 +290,25 @@ class NewJob:
             except ValueError as exc:
                 form.add_error("value", f"{exc}.")
 
+    def _check_metrics(self) -> None:
+        """Each metric definition as ``jobs.metrics`` reads it (compiles in Python, fits AWS's
+        dialect, captures a number): errors on their row; warnings are the tester's to show."""
+        if not self.metrics.is_valid():
+            return
+        kept = self.metrics.rows()
+        for problem in metrics.check_definitions([r for _, r in kept]):
+            if problem.level != "error":
+                continue
+            if problem.index is None:
+                self.metrics._non_form_errors = self.metrics.error_class(
+                    [*self.metrics.non_form_errors(), problem.message], error_class="nonform"
+                )
+                continue
+            form = self.metrics.forms[kept[problem.index][0]]
+            if problem.field == "name" and "name" in form.errors:
+                continue  # the table's own check said it already (a name used twice)
+            form.add_error(problem.field, problem.message)
+
     def _check_parent(self, user: Any) -> None:
         name = self.form.cleaned_data.get("parent")
         if not name:
@@ -322,6 +347,7 @@ class NewJob:
             environment=environment,
             secret_environment=secret_environment,
             tags=[{"key": r["key"], "value": r["value"]} for _, r in self.tags.rows()],
+            metric_definitions=self.metrics.definitions(),
             network_isolation=data["network_isolation"],
         )
 
@@ -350,6 +376,7 @@ class NewJob:
             "tags": [i for i, _ in self.tags.rows()],
             "hp": {r["key"]: i for i, r in self.hyperparameters.rows()},
             "env": {r["key"]: i for i, r in self.environment.rows()},
+            "md": [i for i, _ in self.metrics.rows()],
         }
         hidden = secrets_of(draft)  # a message quoting a value never quotes a secret one
         for path, message, entry_field in problems:
@@ -385,6 +412,10 @@ class NewJob:
             form = self.channels.forms[rows["channels"][index]]
             form.add_error(_CHANNEL_FIELDS.get(rest), message)
             return
+        if m := re.fullmatch(r"AlgorithmSpecification\.MetricDefinitions\[(\d+)\](?:\.(Name|Regex))?", path):
+            form = self.metrics.forms[rows["md"][int(m[1])]]
+            form.add_error({"Name": "name", "Regex": "regex"}.get(m[2] or ""), message)
+            return
         if m := re.fullmatch(r"Tags\[(\d+)\](?:\.(Key|Value))?", path):
             form = self.tags.forms[rows["tags"][int(m[1])]]
             form.add_error({"Key": "key", "Value": "value"}.get(m[2] or ""), message)
@@ -398,13 +429,15 @@ class NewJob:
                 if index is not None:
                     table.forms[index].add_error(entry_field, message)
                     return
-        if path in ("InputDataConfig", "HyperParameters", "Environment", "Tags"):
-            table = {
-                "InputDataConfig": self.channels,
-                "HyperParameters": self.hyperparameters,
-                "Environment": self.environment,
-                "Tags": self.tags,
-            }[path]
+        tables = {
+            "InputDataConfig": self.channels,
+            "HyperParameters": self.hyperparameters,
+            "Environment": self.environment,
+            "Tags": self.tags,
+            "AlgorithmSpecification.MetricDefinitions": self.metrics,
+        }
+        if path in tables:
+            table = tables[path]
             table._non_form_errors = table.error_class(
                 [*table.non_form_errors(), message], error_class="nonform"
             )

@@ -156,6 +156,11 @@ def build_training_request(
         "StoppingCondition": {"MaxRuntimeInSeconds": job.max_runtime_seconds},
         "EnableNetworkIsolation": isolated,
     }
+    definitions = getattr(job, "metric_definitions", None) or []
+    if definitions:  # AWS refuses an empty list
+        request["AlgorithmSpecification"]["MetricDefinitions"] = [
+            {"Name": d["name"], "Regex": d["regex"]} for d in definitions
+        ]
     if kms_key_id:
         request["OutputDataConfig"]["KmsKeyId"] = kms_key_id
         request["ResourceConfig"]["VolumeKmsKeyId"] = kms_key_id

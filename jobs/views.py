@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from jobs import artifacts as manifests
-from jobs import detail, newjob, storage, uploads
+from jobs import detail, metric_tester, newjob, storage, uploads
 from jobs.backends import get_backend
 from jobs.backends.base import ARTIFACTS
 from jobs.checks import configuration_problems
@@ -330,6 +330,7 @@ def _new_job_context(page: newjob.NewJob) -> dict[str, Any]:
         "parent_name": parent_name,
         "default_output_path": newjob.default_output_path(),
         "preview": newjob.preview(page.data) if page.data is not None else None,
+        **metric_tester.form_context(parent_name),
     }
 
 

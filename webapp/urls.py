@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from jobs import compare, views
+from jobs import compare, metric_tester, views
 from webapp import signin
 from webapp.health import healthz
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path("new/", views.new_job, name="new_job"),
     path("new/code/", views.upload_code, name="upload_code"),
     path("new/preview/", views.preview, name="preview"),
+    path("new/metrics/test/", metric_tester.test_metrics, name="metric_test"),
     path("code/<str:sha256>/", views.code_file, name="code"),
     path("code/<str:sha256>/<path:path>", views.code_file, name="code_file"),
     # Before jobs/<str:name>/: "compare" would otherwise be read as a job's name.
