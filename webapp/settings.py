@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "jobs",
     "jobs.endpoints",
     "jobs.backends.local",
+    "jobs.awsapi",
 ]
 
 MIDDLEWARE = [

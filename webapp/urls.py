@@ -9,6 +9,8 @@ from webapp.health import healthz
 handler400 = "webapp.errors.bad_request"
 
 urlpatterns = [
+    # The SageMaker-compatible API (jobs/awsapi): signed requests, no session, no CSRF.
+    path("aws", include("jobs.awsapi.urls")),
     path("", views.home, name="home"),
     path("jobs/", views.history, name="history"),
     path("jobs/import/", views.import_history, name="import_history"),

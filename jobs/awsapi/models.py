@@ -1,0 +1,128 @@
+"""Access keys: what a user's code signs API requests with, and the signatures already used.
+
+The secret is needed in clear at every request (SigV4 is an HMAC keyed by it), so it cannot be
+stored as a one-way hash like a password. It is stored encrypted with AES-256-GCM under a key
+derived from ``SECRET_KEY`` (HMAC-SHA256 of a fixed label), with the access key id as the
+associated data: a database dump or backup alone does not reveal any secret, and a ciphertext
+moved to another key's row does not decrypt. Changing ``SECRET_KEY`` makes every access key
+unusable (create new ones); the web server and the workers already share one ``SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import string
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+#: AWS allows two access keys per IAM user, so that one can be rotated while the other works.
+#: anyjob allows a few more active keys (a laptop, a notebook server, CI), and counts only the
+#: ones not revoked.
+MAX_ACTIVE_KEYS_PER_USER = 5
+MAX_DESCRIPTION = 200
+KEY_ID_PREFIX = "AKIA"
+_KEY_ID_ALPHABET = string.ascii_uppercase + "234567"
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+SECRET_LENGTH = 40
+#: ``last_used_at`` is written at most this often per key (one write per request would make
+#: every read-only call a database write).
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def _cipher() -> AESGCM:
+    key = hmac.new(
+        settings.SECRET_KEY.encode(), b"anyjob.awsapi.AccessKey.secret/v1", hashlib.sha256
+    ).digest()
+    return AESGCM(key)
+
+
+def new_key_id() -> str:
+    return KEY_ID_PREFIX + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
+
+
+def new_secret() -> str:
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+
+
+class KeyLimitReached(Exception):
+    pass
+
+
+class AccessKeyQuerySet(models.QuerySet):
+    def active(self) -> AccessKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class AccessKey(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_keys")
+    access_key_id = models.CharField(max_length=20, unique=True)
+    #: base64(nonce ‖ AES-GCM ciphertext of the secret), see the module docstring.
+    encrypted_secret = models.CharField(max_length=200)
+    description = models.CharField(max_length=MAX_DESCRIPTION, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AccessKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.access_key_id
+
+    @classmethod
+    def create_for(cls, user, description: str = "") -> tuple[AccessKey, str]:
+        """A new key for ``user`` and its secret (the only time the secret is returned in clear
+        by anything but ``secret()``). Refused past ``MAX_ACTIVE_KEYS_PER_USER``."""
+        if cls.objects.active().filter(user=user).count() >= MAX_ACTIVE_KEYS_PER_USER:
+            raise KeyLimitReached(
+                f"You already have {MAX_ACTIVE_KEYS_PER_USER} active access keys, the most anyjob "
+                "allows: revoke one you no longer use first."
+            )
+        secret = new_secret()
+        key = cls(user=user, access_key_id=new_key_id(), description=description[:MAX_DESCRIPTION])
+        key.set_secret(secret)
+        key.save()
+        return key, secret
+
+    def set_secret(self, secret: str) -> None:
+        nonce = secrets.token_bytes(12)
+        sealed = _cipher().encrypt(nonce, secret.encode(), self.access_key_id.encode())
+        self.encrypted_secret = base64.b64encode(nonce + sealed).decode()
+
+    def secret(self) -> str:
+        raw = base64.b64decode(self.encrypted_secret)
+        return _cipher().decrypt(raw[:12], raw[12:], self.access_key_id.encode()).decode()
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+    def touch(self) -> None:
+        """Note a use, at most once per ``LAST_USED_RESOLUTION_SECONDS``."""
+        now = timezone.now()
+        if (
+            self.last_used_at is None
+            or (now - self.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_SECONDS
+        ):
+            AccessKey.objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
+
+
+class SeenSignature(models.Model):
+    """The signature of a state-changing request already answered (``jobs.awsapi.replay``)."""
+
+    signature = models.CharField(max_length=64, unique=True)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
