@@ -428,9 +428,17 @@
         ctx.fillText(axis.name + (axis.log ? " (log)" : ""), x, top - 6 * px);
         ctx.font = Math.round(11 * px) + "px system-ui, sans-serif";
         ctx.textBaseline = "middle";
+        // Tick labels beside the axis (right of it; left of the last one), on a white ground.
+        var last = i === data.axes.length - 1;
+        ctx.textAlign = last ? "right" : "left";
         (axis.ticks || []).forEach(function (tick) {
           var y = u.valToPos(tick[0], "y", true);
-          ctx.fillText(" " + tick[1] + " ", x, y);
+          var text = tick[1], w = ctx.measureText(text).width, gap = 4 * px;
+          var left = last ? x - gap - w : x + gap;
+          ctx.fillStyle = "rgba(255,255,255,0.85)";
+          ctx.fillRect(left - 2 * px, y - 7 * px, w + 4 * px, 14 * px);
+          ctx.fillStyle = "#1d2430";
+          ctx.fillText(text, last ? x - gap : x + gap, y);
         });
       });
       ctx.restore();
