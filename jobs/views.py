@@ -142,8 +142,11 @@ def _status_context(request: HttpRequest, job: TrainingJob, hidden: Secrets | No
 def _notes(job: TrainingJob) -> list[str]:
     if job.status in (TrainingJob.Status.PENDING, TrainingJob.Status.SUBMIT_FAILED):
         return []
+    from jobs.awsapi.notes import request_notes
+
+    backend = get_backend()
     try:
-        return get_backend().job_notes(job.name)
+        return backend.job_notes(job.name) + request_notes(job.request, backend.name)
     except (ClientError, BotoCoreError):
         return []
 
