@@ -48,6 +48,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/invoke_latency.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/team_load.py
 
 # Embedded Redis, one Celery worker + beat and the web server on 127.0.0.1:8000 (webapp/run.py).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ MAX_JOBS = 20
 #: ``?jobs=`` longer than this is refused before it is split (20 names of 63 characters and commas).
 MAX_PARAM = MAX_JOBS * 64 + 64
 #: Points drawn in all per overlaid metric, shared by its lines (at most ``MAX_LINE_POINTS`` each).
-OVERLAY_POINTS = 4000
+OVERLAY_POINTS = 3000
 MAX_LINE_POINTS = 1000
 #: A series this short is read from its points; a longer one from its chunks' summaries.
 RAW_SERIES = 4096
@@ -285,45 +286,54 @@ def parallel(
 
 
 def overlay_points(series: list[MetricSeries], per_line: int) -> dict[int, list[list[Any]]]:
-    """Series id → ``[[step, unix_ms, value], …]``, at most ``per_line`` points each (each
-    bucket of steps keeps its first, minimum, maximum and last point). Two queries whatever the
-    number of series: the chunks of the short series by their points, the long ones by their
-    summaries (already four points per 64 steps)."""
+    """Series id → ``[[step, unix_ms, value], …]``, at most ``per_line`` points each: past that,
+    each bucket of steps keeps its first, minimum, maximum and last point. Two queries whatever
+    the number of series: the chunks of the short series by their points, the long ones by their
+    summaries (already four points per 64 steps).
+
+    A bucket is a power of two of steps wide, so buckets never straddle chunks (4,096 steps,
+    from step 1) and each chunk is thinned on its own, on the tuples ``struct`` unpacks, without
+    building the whole series first."""
+    width = {s.pk: _bucket_width(s.count, per_line) for s in series}
+    out: dict[int, list[list[Any]]] = {s.pk: [] for s in series}
     short = [s.pk for s in series if 0 < s.count <= RAW_SERIES]
     long = [s.pk for s in series if s.count > RAW_SERIES]
-    flat: dict[int, tuple[list[int], list[int], list[float]]] = {s.pk: ([], [], []) for s in series}
     if short:
         rows = MetricChunk.objects.filter(series_id__in=short).order_by("series_id", "seq")
         for sid, first, data in rows.values_list("series_id", "first_step", "points"):
             data = bytes(data)
             n = len(data) // _POINT.size
             packed = struct.unpack(f"<{'qd' * n}", data[: n * _POINT.size])
-            steps, ms, values = flat[sid]
-            steps += range(first, first + n)
-            ms += packed[0::2]
-            values += packed[1::2]
+            out[sid] += _thin(tuple(range(first, first + n)), packed[0::2], packed[1::2], width[sid])
     if long:
         rows = MetricChunk.objects.filter(series_id__in=long).order_by("series_id", "seq")
         for sid, data in rows.values_list("series_id", "summary"):
             data = bytes(data)
             n = len(data) // _TRIPLE.size
             packed = struct.unpack(f"<{'qqd' * n}", data[: n * _TRIPLE.size])
-            steps, ms, values = flat[sid]
-            steps += packed[0::3]
-            ms += packed[1::3]
-            values += packed[2::3]
-    return {sid: _thin(*columns, per_line) for sid, columns in flat.items()}
+            out[sid] += _thin(packed[0::3], packed[1::3], packed[2::3], width[sid])
+    return out
 
 
-def _thin(steps: list[int], ms: list[int], values: list[float], per_line: int) -> list[list[Any]]:
-    if len(steps) <= per_line:
+def _bucket_width(count: int, per_line: int) -> int:
+    """Steps per bucket: 1 (every point) when they fit, else the power of two that gives at
+    most ``per_line // 4`` buckets."""
+    if count <= per_line:
+        return 1
+    need = -(-count // max(1, per_line // 4))
+    return 1 << (need - 1).bit_length()
+
+
+def _thin(steps: Sequence[int], ms: Sequence[int], values: Sequence[float], width: int) -> list[list[Any]]:
+    """The points of one chunk (ascending steps), each ``width``-step bucket (aligned from step
+    1) as its first, minimum, maximum and last point."""
+    if width == 1:
         return [[s, t, v] for s, t, v in zip(steps, ms, values, strict=True)]
-    buckets = max(1, per_line // 4)
-    width = -(-(steps[-1] - steps[0] + 1) // buckets)
     out: list[list[Any]] = []
     i, n = 0, len(steps)
     while i < n:
-        j = bisect.bisect_left(steps, steps[i] + width, i + 1)
+        boundary = ((steps[i] - 1) // width + 1) * width + 1
+        j = bisect.bisect_left(steps, boundary, i + 1)
         part = values[i:j]
         lo = i + part.index(min(part))
         hi = i + part.index(max(part))

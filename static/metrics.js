@@ -281,6 +281,7 @@
 
     function apply(answer, whole) {
       var metrics = (answer && answer.metrics) || {};
+      if (answer && answer.final) root.dataset.final = "1"; // one more read, then no more
       Object.keys(metrics).forEach(function (name) {
         var m = metrics[name];
         if (!charts[name]) {
