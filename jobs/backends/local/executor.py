@@ -167,8 +167,11 @@ class JobRun:
     def start(self) -> None:
         """Stage the channels and start the container; a failure is kept for ``finish``."""
         from jobs import storage
-        from jobs.backends.local import image, roles, sandbox
+        from jobs.backends.local import contract, image, roles, sandbox
 
+        for note in contract.notes(self.request, self.plan.get("training_image", "")):
+            self.notes.append(note)
+            self.logs.add(f"anyjob: {note}")
         try:
             self.prepare_instance()
         except (sandbox.SandboxError, OSError) as exc:
@@ -270,7 +273,7 @@ class JobRun:
     def sandbox_spec(self, python: Path) -> Any:
         from anyjob_container.environment import decode_value
         from jobs import storage
-        from jobs.backends.local import image, roles, sandbox
+        from jobs.backends.local import contract, image, roles, sandbox
 
         request = self.request
         env = {**image.IMAGE_ENV, **request.get("Environment", {})}
@@ -287,7 +290,11 @@ class JobRun:
             expose.append(storage.parse(code_uri).path)
         return sandbox.Sandbox(
             job_dir=self.ml,
-            argv=[str(python), "-m", "anyjob_container", "train"],
+            # train, or ContainerEntrypoint + ContainerArguments (SDK v3's driver): the same
+            # sandbox either way, with the image's python, pip and bin/ first on PATH.
+            argv=contract.container_command(request, python),
+            image_bin=python.parent,
+            pip_target_env=contract.overrides_command(request),
             env=env,
             network=not request.get("EnableNetworkIsolation", False),
             # The project's state (database, sockets, artifacts, other jobs) and the home

@@ -135,6 +135,7 @@ def launch_executor(job: LocalTrainingJob) -> None:
         "request": job.request,
         "job_root": str(job_root),
         "max_channel_bytes": settings.ANYJOB_LOCAL_MAX_CHANNEL_BYTES,
+        "training_image": settings.ANYJOB_TRAINING_IMAGE,  # any other URI gets a job note
         **_common_plan(),
     }
     launch("jobs.backends.local.executor", job_root / "plan.json", plan)

@@ -133,6 +133,14 @@ class Sandbox:
     binds: list[tuple[Path, str]] = field(default_factory=list)
     preexec: Callable[[], None] | None = field(default=None, compare=False)
     uid: int | None = None
+    #: The image's ``bin/`` (its python, pip), first on PATH after the pip target; default:
+    #: the folder of an absolute ``argv[0]``. Needed when the command is not the image's python
+    #: (``ContainerEntrypoint``, such as ``/bin/bash -c …``).
+    image_bin: Path | None = None
+    #: Also point a bare ``pip install`` (``PIP_TARGET``) and Python (``PYTHONPATH``) at the pip
+    #: target, for commands other than the container's own ``train`` (which does it itself);
+    #: the request's environment still wins.
+    pip_target_env: bool = False
 
     def scratch(self) -> Path:
         return Path(self.scratch_dir) if self.scratch_dir else Path(self.job_dir) / ".anyjob-tmp"
@@ -270,12 +278,16 @@ def environment(spec: Sandbox, *, isolated: bool) -> dict[str, str]:
         scratch = spec.scratch()
         base, home, target = str(Path(spec.job_dir).resolve()), str(scratch), str(scratch / "anyjob-site")
     path = [f"{target}/bin"]
-    if spec.argv and os.path.isabs(spec.argv[0]):
+    if spec.image_bin is not None:
+        path.append(str(spec.image_bin))
+    elif spec.argv and os.path.isabs(spec.argv[0]):
         path.append(os.path.dirname(spec.argv[0]))  # the image's python and pip come first
     path.append(STANDARD_PATH)
     env = {"PATH": ":".join(path), "HOME": home, "LANG": "C.UTF-8"}
     if not isolated:
         env["TMPDIR"] = home
+    if spec.pip_target_env:
+        env.update(PIP_TARGET=target, PYTHONPATH=target)
     env.update(spec.env)
     env["SAGEMAKER_BASE_DIR"] = base
     env["ANYJOB_PIP_TARGET"] = target

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from anyjob_container.environment import decode_value
 from jobs import storage
-from jobs.backends.local import roles
+from jobs.backends.local import contract, roles
 from jobs.backends.local.resources import instance_type_problem
 from jobs.backends.local.shapes import VALIDATION, client_error
 
@@ -36,6 +36,7 @@ def local_problems(request: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 "AlgorithmSpecification.TrainingImage is required.",
             )
         )
+    problems += contract.command_problems(request)
     if spec.get("TrainingInputMode", "File") == "Pipe":
         problems.append(
             (
