@@ -50,6 +50,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/team_load.py
+	$(BIN)/python bench/api_first_line.py
 
 # Embedded Redis, one Celery worker + beat and the web server on 127.0.0.1:8000 (webapp/run.py).
 run: $(STAMP)
