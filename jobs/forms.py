@@ -31,8 +31,165 @@ DATES = [
 ]
 
 
+#: The statistics of a metric the history shows, sorts and filters by (``MetricSeries``).
+METRIC_STATS = ("last", "min", "max")
+#: ``?mf=name:stat:OP:value`` comparisons.
+METRIC_OPS = {"lt": "<", "le": "≤", "gt": ">", "ge": "≥"}
+MAX_COLUMNS = 12
+MAX_METRIC_FILTERS = 5
+
+
+class HistoryColumn:
+    """A column the user added to the history: a metric's statistic (``metric:<name>:<stat>``,
+    sortable) or a hyperparameter's value (``hp:<key>``). A metric's name may hold colons
+    (``validation:auc``): the statistic is what follows the last one."""
+
+    def __init__(self, kind: str, name: str, stat: str = "") -> None:
+        self.kind, self.name, self.stat = kind, name, stat
+
+    @classmethod
+    def parse(cls, spec: str) -> HistoryColumn:
+        kind, _, rest = spec.partition(":")
+        if kind == "hp" and rest:
+            if len(rest) > 256:
+                raise forms.ValidationError("A hyperparameter's key is at most 256 characters.")
+            return cls("hp", rest)
+        if kind == "metric":
+            name, _, stat = rest.rpartition(":")
+            return cls("metric", _metric_name(name, spec), _metric_stat(stat, spec))
+        raise forms.ValidationError(
+            f"{_short(spec)!r} is not a column: write metric:NAME:last|min|max or hp:KEY (e.g. "
+            "metric:validation:loss:min, hp:lr)."
+        )
+
+    @property
+    def spec(self) -> str:
+        return f"metric:{self.name}:{self.stat}" if self.kind == "metric" else f"hp:{self.name}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.stat})" if self.kind == "metric" else self.name
+
+    @property
+    def sortable(self) -> bool:
+        return self.kind == "metric"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HistoryColumn) and self.spec == other.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return f"HistoryColumn({self.spec!r})"
+
+
+class MetricFilter:
+    """``?mf=<name>:<stat>:<op>:<value>``: jobs whose metric's statistic compares so."""
+
+    def __init__(self, name: str, stat: str, op: str, value: float) -> None:
+        self.name, self.stat, self.op, self.value = name, stat, op, value
+
+    @classmethod
+    def parse(cls, spec: str) -> MetricFilter:
+        head, _, value = spec.rpartition(":")
+        head, _, op = head.rpartition(":")
+        name, _, stat = head.rpartition(":")
+        if not (name and stat and op):
+            raise forms.ValidationError(
+                f"{_short(spec)!r} is not a metric filter: write NAME:STAT:OP:VALUE, e.g. loss:min:lt:0.3 "
+                f"(STAT one of {', '.join(METRIC_STATS)}; OP one of {', '.join(METRIC_OPS)})."
+            )
+        if op not in METRIC_OPS:
+            raise forms.ValidationError(
+                f"{_short(op)!r} in {_short(spec)!r} is not a comparison: use one of {', '.join(METRIC_OPS)}."
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if number != number or number in (float("inf"), float("-inf")) or len(value) > 50:
+            raise forms.ValidationError(f"{_short(value)!r} in {_short(spec)!r} is not a number.")
+        return cls(_metric_name(name, spec), _metric_stat(stat, spec), op, number)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.stat}:{self.op}:{self.value:g}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.stat}) {METRIC_OPS[self.op]} {self.value:g}"
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def _metric_name(name: str, spec: str) -> str:
+    if not name:
+        raise forms.ValidationError(f"{_short(spec)!r} names no metric.")
+    if len(name) > metrics.MAX_NAME:
+        raise forms.ValidationError(f"A metric's name is at most {metrics.MAX_NAME} characters.")
+    return name
+
+
+def _metric_stat(stat: str, spec: str) -> str:
+    if stat not in METRIC_STATS:
+        raise forms.ValidationError(
+            f"{_short(stat)!r} in {_short(spec)!r} is not a statistic: use one of {', '.join(METRIC_STATS)}."
+        )
+    return stat
+
+
+class SpecListField(forms.Field):
+    """A GET parameter given any number of times (``?col=…&col=…``), each value parsed by
+    ``parse``; blanks are ignored, repeats kept once, at most ``max_items``."""
+
+    widget = forms.MultipleHiddenInput
+
+    def __init__(self, parse: Any, max_items: int, noun: str, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+        self.parse, self.max_items, self.noun = parse, max_items, noun
+
+    def to_python(self, value: Any) -> list[Any]:
+        values = [v.strip() for v in (value or []) if isinstance(v, str) and v.strip()]
+        if len(values) > self.max_items:
+            raise forms.ValidationError(f"At most {self.max_items} {self.noun}s; {len(values)} given.")
+        parsed, errors = [], []
+        for v in values:
+            if len(v) > 600:
+                errors.append(forms.ValidationError(f"A {self.noun} is at most 600 characters."))
+                continue
+            try:
+                item = self.parse(v)
+            except forms.ValidationError as exc:
+                errors.append(exc)
+                continue
+            if item.spec not in {p.spec for p in parsed}:
+                parsed.append(item)
+        if errors:
+            raise forms.ValidationError(errors)
+        return parsed
+
+
+def parse_sort(value: str) -> tuple[str, HistoryColumn | None, bool]:
+    """``(sort, metric column or None, descending)`` of a ``?sort=`` value."""
+    if value in SORTS:
+        return value, None, False
+    descending = value.startswith("-")
+    column = HistoryColumn.parse(value.removeprefix("-"))
+    if not column.sortable:
+        raise forms.ValidationError("Only metric columns (metric:NAME:STAT) can be sorted by.")
+    return value, column, descending
+
+
 class HistoryFilterForm(forms.Form):
-    """The history page's filters; ``cleaned_data`` holds typed values (blank means "any")."""
+    """The history page's filters; ``cleaned_data`` holds typed values (blank means "any").
+
+    Besides the fields shown as such, ``col`` (columns added, in the URL so a link shows the
+    same table) and ``mf`` (metric filters) are lists; ``sort`` is one of ``SORTS`` or a metric
+    column, ``-`` first for descending (``?sort=metric:loss:min``: lowest loss first)."""
 
     status = forms.ChoiceField(choices=[("", "Any status"), *TrainingJob.Status.choices], required=False)
     owner = forms.CharField(max_length=150, required=False, label="Owner (username)")
@@ -43,7 +200,9 @@ class HistoryFilterForm(forms.Form):
         required=False, label="Created to", widget=forms.DateInput({"type": "date"}), validators=DATES
     )
     q = forms.CharField(max_length=200, required=False, label="Search")
-    sort = forms.ChoiceField(choices=[(s, s) for s in SORTS], required=False)
+    sort = forms.CharField(max_length=600, required=False, widget=forms.HiddenInput)
+    col = SpecListField(HistoryColumn.parse, MAX_COLUMNS, "column", label="Columns")
+    mf = SpecListField(MetricFilter.parse, MAX_METRIC_FILTERS, "metric filter", label="Metric filters")
 
     def clean_owner(self) -> str:
         return self.cleaned_data["owner"].strip()
@@ -52,7 +211,15 @@ class HistoryFilterForm(forms.Form):
         return self.cleaned_data["q"].strip()
 
     def clean_sort(self) -> str:
-        return self.cleaned_data["sort"] or DEFAULT_SORT
+        value = self.cleaned_data["sort"] or DEFAULT_SORT
+        try:
+            parse_sort(value)
+        except forms.ValidationError as exc:
+            raise forms.ValidationError(
+                f"{_short(value)!r} is not a sort: use {', '.join(SORTS)}, or a metric column such as "
+                f"metric:loss:min (-metric:loss:min for highest first). {exc.messages[0]}"
+            ) from None
+        return value
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

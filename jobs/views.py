@@ -28,8 +28,9 @@ from jobs import detail, metric_tester, newjob, storage, uploads
 from jobs.backends import get_backend
 from jobs.backends.base import ARTIFACTS
 from jobs.checks import configuration_problems
-from jobs.forms import HistoryFilterForm
+from jobs.forms import DEFAULT_SORT, HistoryFilterForm
 from jobs.history import csv_lines, filter_jobs, json_chunks
+from jobs.history import table as history_table
 from jobs.models import TrainingJob
 from jobs.permissions import may_change
 from jobs.redact import SECRET_NOTE, Secrets, secrets_of
@@ -82,17 +83,26 @@ def home(request: HttpRequest) -> HttpResponse:
 def history(request: HttpRequest) -> HttpResponse:
     """Every job, newest first, filtered by GET parameters; ``?format=csv|json`` exports."""
     form = HistoryFilterForm(request.GET)
-    # Bad filter values: the form says which, and the list is shown unfiltered.
-    jobs = filter_jobs(form.cleaned_data if form.is_valid() else None)
+    # Bad filter values: the form says which, and the list is shown unfiltered (the columns
+    # that are valid are still shown).
+    valid = form.is_valid()
+    jobs = filter_jobs(form.cleaned_data if valid else None)
+    columns = form.cleaned_data.get("col") or []
     fmt = request.GET.get("format")
     if fmt == "csv":
-        response = StreamingHttpResponse(csv_lines(jobs), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(csv_lines(jobs, columns), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="jobs.csv"'
         return response
     if fmt == "json":
-        return StreamingHttpResponse(json_chunks(jobs), content_type="application/json")
+        return StreamingHttpResponse(json_chunks(jobs, columns), content_type="application/json")
     page = HistoryPaginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
-    ctx = {"form": form, "page": page, "live": any(j.status not in TrainingJob.FINAL for j in page)}
+    sort = form.cleaned_data.get("sort", DEFAULT_SORT) if valid else DEFAULT_SORT
+    ctx = {
+        "form": form,
+        "page": page,
+        "live": any(j.status not in TrainingJob.FINAL for j in page),
+        **history_table(page, columns, sort),
+    }
     if request.htmx:  # the live refresh of the table
         return render(request, "jobs/_history_table.html", ctx)
     return render(request, "jobs/history.html", ctx)

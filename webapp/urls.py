@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from jobs import compare, metric_tester, views
+from jobs import compare, metric_tester, selection, views
 from webapp import signin
 from webapp.health import healthz
 
@@ -22,6 +22,7 @@ urlpatterns = [
     path("code/<str:sha256>/<path:path>", views.code_file, name="code_file"),
     # Before jobs/<str:name>/: "compare" would otherwise be read as a job's name.
     path("jobs/compare/", compare.compare_jobs, name="compare_jobs"),
+    path("jobs/compare/selected/", selection.compare_selected, name="compare_selected"),
     path("jobs/compare/metrics.json", compare.compare_metrics, name="compare_metrics"),
     path("jobs/<str:name>/", views.job_detail, name="job_detail"),
     path("jobs/<str:name>/status/", views.job_status, name="job_status"),

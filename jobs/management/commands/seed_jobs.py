@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,11 @@ class Project:
     metric: str = "train:loss"
     output_path: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics its jobs define: the losses, and the one the project is judged on."""
+        return tuple(dict.fromkeys(("train:loss", "validation:loss", self.metric)))
 
 
 PROJECTS = (
@@ -321,6 +327,7 @@ class Command(BaseCommand):
                 else:
                     rows.append(maker.make(n, name, project, status, created_at))
             writer.insert(rows)
+            _insert_series(rows)
             created += len(rows)
             if options["verbosity"] >= 2:
                 self.stdout.write(f"  {min(start + batch, count)} / {count}")
@@ -474,6 +481,7 @@ class _JobMaker:
             output_path=p.output_path,
             environment={"WANDB_MODE": "offline"} if rng.random() < 0.2 else {},
             tags=[{"key": k, "value": v} for k, v in p.tags],
+            metric_definitions=[{"name": m, "regex": metric_regex(m)} for m in p.metric_names],
             network_isolation=rng.random() < 0.1,
             status=status,
             created_at=created_at,
@@ -574,6 +582,7 @@ class _JobMaker:
         if status == Status.COMPLETED:
             value = round(rng.uniform(0.05, 0.99), 4)
             job.final_metrics = [{"MetricName": p.metric, "Value": value, "Timestamp": at.isoformat()}]
+        job.metric_series = _series(random.Random(f"{self.seed}-{job.name}-metrics"), job, p)  # noqa: S311
 
     @staticmethod
     def _script_failure(rng: random.Random, job: SimpleNamespace, p: Project) -> tuple[str, str]:
@@ -587,6 +596,63 @@ class _JobMaker:
         header = f'ExecuteUserScriptError:\nExitCode 1\nCommand "{_command(job)}"'
         text = f"{header}\nErrorMessage:\n{full.format(**fill)}"
         return f"AlgorithmError: {header}\n[...]\n{short.format(**fill)}", text
+
+
+def metric_regex(name: str) -> str:
+    """A seeded job's regex for ``name``: ``name=value``, exponent included (the new-job form's
+    preset, ``jobs.metric_tester``)."""
+    return rf"{re.escape(name)}=([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def _series(rng: random.Random, job: SimpleNamespace, p: Project) -> list[dict[str, Any]]:
+    """The ``MetricSeries`` rows of a job that trained (none for one that never started): a
+    loss falls from its maximum towards its minimum and ends a little above it; a score (auc,
+    f1, top1, mAP50) rises. A job stopped early has fewer points."""
+    start = getattr(job, "training_start_time", None)
+    if start is None:
+        return []
+    end = getattr(job, "training_end_time", None) or job.last_modified
+    first_ms = int(start.timestamp() * 1000)
+    last_ms = max(first_ms, int(end.timestamp() * 1000))
+    final = {m["MetricName"]: m["Value"] for m in getattr(job, "final_metrics", None) or []}
+    out = []
+    for name in p.metric_names:
+        count = rng.randint(5, 2000)
+        if name.endswith("loss"):
+            low = round(rng.uniform(0.02, 1.2) * (1.3 if name.startswith("validation") else 1), 5)
+            high = round(low * rng.uniform(2, 12), 5)
+            last = final.get(name, round(low * rng.uniform(1.0, 1.15), 5))
+        else:
+            last = final.get(name, round(rng.uniform(0.3, 0.99), 4))
+            high = round(min(1.0, last * rng.uniform(1.0, 1.05)), 4)
+            low = round(last * rng.uniform(0.05, 0.5), 4)
+        low, high = min(low, last), max(high, last)
+        out.append(
+            {
+                "name": name,
+                "count": count,
+                "last": last,
+                "min": low,
+                "max": high,
+                "first_ms": first_ms,
+                "last_ms": last_ms,
+            }
+        )
+    return out
+
+
+def _insert_series(rows: list[dict[str, Any]]) -> None:
+    """The batch's metric series, now that its jobs have ids (``bulk_create``)."""
+    from jobs.models import MetricSeries
+
+    wanted = {row["name"]: row["metric_series"] for row in rows if row.get("metric_series")}
+    if not wanted:
+        return
+    ids = dict(TrainingJob.objects.filter(name__in=list(wanted)).values_list("name", "pk"))
+    MetricSeries.objects.bulk_create(
+        [MetricSeries(job_id=ids[name], **series) for name, items in wanted.items() for series in items],
+        batch_size=2000,
+    )
 
 
 def _command(job: SimpleNamespace) -> str:
