@@ -152,11 +152,8 @@ def _status_context(request: HttpRequest, job: TrainingJob, hidden: Secrets | No
 def _notes(job: TrainingJob) -> list[str]:
     if job.status in (TrainingJob.Status.PENDING, TrainingJob.Status.SUBMIT_FAILED):
         return []
-    from jobs.awsapi.notes import request_notes
-
-    backend = get_backend()
     try:
-        return backend.job_notes(job.name) + request_notes(job.request, backend.name)
+        return get_backend().job_notes(job.name)
     except (ClientError, BotoCoreError):
         return []
 
