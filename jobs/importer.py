@@ -16,6 +16,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from anyjob_container.environment import decode_value, is_reserved
+from jobs import metric_poll
 from jobs.backends import get_backend
 from jobs.backends.base import Backend
 from jobs.descriptions import description_fields, failure_text
@@ -29,9 +30,12 @@ class ImportResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    #: Metric points brought in with them.
+    points: int = 0
 
     def __str__(self) -> str:
-        return f"{self.created} imported, {self.updated} updated, {self.unchanged} unchanged"
+        text = f"{self.created} imported, {self.updated} updated, {self.unchanged} unchanged"
+        return text + (f", {self.points:,} metric points" if self.points else "")
 
 
 def typed_hyperparameter(key: str, raw: str) -> dict[str, str]:
@@ -77,6 +81,10 @@ def job_fields(described: dict[str, Any]) -> dict[str, Any]:
         "output_path": (described.get("OutputDataConfig") or {}).get("S3OutputPath", ""),
         "environment": described.get("Environment") or {},
         "network_isolation": bool(described.get("EnableNetworkIsolation")),
+        "metric_definitions": [
+            {"name": d.get("Name", ""), "regex": d.get("Regex", "")}
+            for d in (described.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
+        ],
         "status": described["TrainingJobStatus"],
         **description_fields(described),
     }
@@ -97,6 +105,7 @@ def import_jobs(owner: Any, *, backend: Backend | None = None, since: datetime |
             break
         params["NextToken"] = page["NextToken"]
     result = ImportResult()
+    moved: list[str] = []  # jobs created or updated: their metrics are read too
     names = [s["TrainingJobName"] for s in summaries]
     known = {}
     for i in range(0, len(names), 500):
@@ -123,6 +132,7 @@ def import_jobs(owner: Any, *, backend: Backend | None = None, since: datetime |
         fields["search_text"] = searchable_text(name, fields["hyperparameters"], fields["channels"])
         if fields["status"] == TrainingJob.Status.FAILED:
             fields["failure_text"] = failure_text(backend, name)
+        moved.append(name)
         if row is not None:
             TrainingJob.objects.filter(pk=row.pk).update(**fields)
             result.updated += 1
@@ -137,5 +147,8 @@ def import_jobs(owner: Any, *, backend: Backend | None = None, since: datetime |
             result.updated += 1
             continue
         result.created += 1
+    for i in range(0, len(moved), 500):
+        rows = list(TrainingJob.objects.filter(name__in=moved[i : i + 500]))
+        result.points += metric_poll.store(backend, rows)
     log.info("import of training jobs: %s", result)
     return result

@@ -178,9 +178,14 @@ class TrainingJob(models.Model):
 
 
 class PollState(models.Model):
-    """A single row (pk 1): the ``LastModifiedTime`` up to which the poller has seen changes."""
+    """A single row (pk 1): the ``LastModifiedTime`` up to which the poller has seen changes,
+    and where its metrics pass stands."""
 
     watermark = models.DateTimeField(null=True, blank=True)
+    #: When the poller last asked the backend for new metric points (``jobs.metric_poll``).
+    metrics_at = models.DateTimeField(null=True, blank=True)
+    #: Jobs that ended lately, ``{job id: unix seconds}``: their metrics are read until then.
+    metrics_final = models.JSONField(default=dict, blank=True)
 
     @classmethod
     def get(cls) -> PollState:

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import bundles, storage
+from jobs import bundles, metric_poll, storage
 from jobs.backends import get_backend
 from jobs.backends.base import tags_of
 from jobs.descriptions import description_fields, failure_text
@@ -239,19 +239,21 @@ def poll_jobs() -> int:
         raise
     by_name = {s["TrainingJobName"]: s for s in summaries}
     rows = TrainingJob.objects.filter(name__in=list(by_name), status__in=POLLED).order_by("name")
-    described = 0
+    refreshed = []
     for job in rows:
         summary = by_name[job.name]
         changed = summary.get("LastModifiedTime")
         if job.status == summary["TrainingJobStatus"] and job.last_modified == changed:
             continue
         refresh_job(job)
-        described += 1
+        refreshed.append(job.pk)
+    described = len(refreshed)
     newest = max((s["LastModifiedTime"] for s in summaries if s.get("LastModifiedTime")), default=None)
     if newest is not None and (state.watermark is None or newest > state.watermark):
         PollState.objects.filter(pk=state.pk).update(watermark=newest)
     elif state.watermark is None:
         PollState.objects.filter(pk=state.pk).update(watermark=watermark)
+    metric_poll.poll_metrics(backend, refreshed)
     return described
 
 

@@ -14,7 +14,8 @@ same class, in the same manner.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobs import storage
@@ -23,6 +24,29 @@ from jobs import storage
 MAX_ARTIFACT_READ = 16 * 1024 * 1024
 
 ARTIFACTS = {"model": "model.tar.gz", "output": "output.tar.gz"}
+
+
+@dataclass(frozen=True)
+class MetricsWanted:
+    """What the poller asks of one job's metrics (``Backend.metric_points``): ``metrics``, the
+    names its MetricDefinitions give; ``seen``, per metric already stored, the points received
+    (kept and dropped: the next step is one more) and the unix ms of the last; ``start_ms`` and
+    ``end_ms`` (``None`` while it runs) bound where to look."""
+
+    job: str
+    metrics: tuple[str, ...]
+    seen: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass
+class NewPoints:
+    """A metric's points after what was ``seen`` (``(unix_ms, value)``, in order), and how many
+    more the backend counted without keeping (past its own bound)."""
+
+    points: list[tuple[int, float]] = field(default_factory=list)
+    dropped: int = 0
 
 
 class Backend:
@@ -95,6 +119,16 @@ class Backend:
         endpoint's), ``NextToken``, ``MaxResults``; answers ``{"Tags": [{"Key", "Value"}],
         "NextToken"?}``."""
         raise NotImplementedError
+
+    def metric_points(self, wanted: Sequence[MetricsWanted]) -> dict[str, dict[str, NewPoints]]:
+        """The new points of many jobs' metrics at once (one poll cycle): ``{job name: {metric:
+        NewPoints}}``, only what is new since ``seen`` (a metric or job with nothing new may be
+        left out). Each backend bounds its own cost: a few calls or queries for all of them."""
+        raise NotImplementedError
+
+    #: Seconds between two ``metric_points`` passes of the poller (a backend whose metrics
+    #: cost a paid call each, CloudWatch's, asks less often than the 2 s status poll).
+    metrics_interval = 0.0
 
     def job_notes(self, name: str) -> list[str]:
         """Facts about how the job ran that the service's shape has no field for."""

@@ -15,14 +15,15 @@ import base64
 import binascii
 import heapq
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 from django.conf import settings
 
 from jobs import api_limits, aws, storage
-from jobs.backends.base import Backend
+from jobs.backends import cloudwatch_metrics
+from jobs.backends.base import Backend, MetricsWanted, NewPoints
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{name}"
@@ -60,9 +61,16 @@ class SageMakerBackend(Backend):
     name = "sagemaker"
 
     def __init__(
-        self, *, sagemaker: Any = None, logs: Any = None, s3: Any = None, runtime: Any = None
+        self,
+        *,
+        sagemaker: Any = None,
+        logs: Any = None,
+        s3: Any = None,
+        runtime: Any = None,
+        cloudwatch: Any = None,
     ) -> None:
         self._sagemaker, self._logs, self._s3, self._runtime = sagemaker, logs, s3, runtime
+        self._cloudwatch = cloudwatch
 
     @property
     def sagemaker(self) -> Any:
@@ -75,6 +83,17 @@ class SageMakerBackend(Backend):
     @property
     def s3(self) -> Any:
         return self._s3 or aws.client("s3")
+
+    @property
+    def cloudwatch(self) -> Any:
+        return self._cloudwatch or aws.client("cloudwatch", region=settings.ANYJOB_REGION)
+
+    #: CloudWatch's periods are a minute, and each metric asked for is billed.
+    metrics_interval = 60.0
+
+    def metric_points(self, wanted: Sequence[MetricsWanted]) -> dict[str, dict[str, NewPoints]]:
+        """``GetMetricData`` for every wanted metric, up to 500 a call (``cloudwatch_metrics``)."""
+        return cloudwatch_metrics.metric_points(self.cloudwatch, wanted)
 
     # -- the control plane ---------------------------------------------------------------------
     def create_training_job(self, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,15 +20,24 @@ from __future__ import annotations
 import json
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils.timezone import now
 
 from jobs import api_limits
-from jobs.backends.base import Backend
-from jobs.backends.local import capacity, launch, reaping, reattach, runtime, states, validation
+from jobs.backends.base import Backend, MetricsWanted, NewPoints
+from jobs.backends.local import (
+    capacity,
+    launch,
+    metric_points,
+    reaping,
+    reattach,
+    runtime,
+    states,
+    validation,
+)
 from jobs.backends.local.models import (
     EndpointStatus,
     LocalEndpoint,
@@ -249,6 +258,9 @@ class LocalBackend(Backend):
 
     def job_notes(self, name: str) -> list[str]:
         return list(self._get("DescribeTrainingJob", name).notes)
+
+    def metric_points(self, wanted: Sequence[MetricsWanted]) -> dict[str, dict[str, NewPoints]]:
+        return metric_points.metric_points(wanted)
 
     # -- endpoints -----------------------------------------------------------------------------
     def create_model(self, request: Mapping[str, Any]) -> dict[str, Any]:

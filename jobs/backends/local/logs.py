@@ -2,8 +2,10 @@
 
 One writer for both: lines are kept in memory until the row is ``attach``-ed (a job's process
 starts its container before Django is set up), then written in batches, bounded to the newest
-``max_events``. A job's writer also picks out its ``MetricDefinitions``; an endpoint's keeps
-the current server's last lines (``tail``) for its FailureReason.
+``max_events``. A job's writer also picks out its ``MetricDefinitions`` (``jobs.metrics``:
+each line matched in bounded time) and writes every capture with its time as
+``LocalMetricBatch`` rows, in the same flushes; an endpoint's keeps the current server's last
+lines (``tail``) for its FailureReason.
 
 No Django at import time: the job's and the endpoint's processes import this before it is set up.
 """
@@ -11,14 +13,14 @@ No Django at import time: the job's and the endpoint's processes import this bef
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+from jobs import metrics as job_metrics
 
 log = logging.getLogger("anyjob.local.logs")
 
@@ -72,15 +74,16 @@ class LogWriter:
         self.last_flush = time.monotonic()
         self.ended = threading.Event()
         self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-        self.metric_res: list[tuple[str, re.Pattern[str]]] = []
-        for d in metric_definitions:
-            try:
-                self.metric_res.append((d["Name"], re.compile(d["Regex"])))
-            except re.error:
-                log.warning(
-                    "metric %s: regex %r does not compile in Python; ignored", d.get("Name"), d.get("Regex")
-                )
+        self.matcher = job_metrics.Matcher(list(metric_definitions))
+        self.metric_batches: Any = None  # the LocalMetricBatch model, once attached
+        #: Each metric's last value and its time: FinalMetricDataList.
         self.metrics: dict[str, tuple[float, int]] = {}
+        #: Points captured and not yet written, and steps written so far, per metric.
+        self.metric_pending: dict[str, list[tuple[int, float]]] = {}
+        self.metric_steps: dict[str, int] = {}
+        self.noted = 0  # matcher problems already written to the log
+        self.recorded = 0  # and on the job's notes
+        self._note_problems(int(time.time() * 1000))
 
     def attach(self, events: Any, owner: dict[str, Any]) -> None:
         """Write from now on: ``events`` (a ``LogEvent`` model) rows with ``owner`` (their
@@ -89,6 +92,10 @@ class LogWriter:
         from django.db.models import Max
 
         self.seq = events.objects.filter(**owner).aggregate(m=Max("seq"))["m"] or 0
+        if self.matcher.defs:
+            from jobs.backends.local.models import LocalMetricBatch
+
+            self.metric_batches = LocalMetricBatch
         self.events, self.owner = events, owner
         self.flush()
 
@@ -96,17 +103,16 @@ class LogWriter:
         stamp = int(time.time() * 1000)
         if len(line) > MAX_LINE:
             line = line[:MAX_LINE] + CUT
-        for metric, pattern in self.metric_res:
-            match = pattern.search(line)
-            if match:
-                with contextlib.suppress(ValueError, IndexError):
-                    self.metrics[metric] = (
-                        float(match.group(1) if match.groups() else match.group(0)),
-                        stamp,
-                    )
+        captures = self.matcher.match(line) if self.matcher.defs else ()
         with self.lock:
+            for c in captures:
+                if c.value is not None:
+                    self.metrics[c.name] = (c.value, stamp)
+                    self.metric_pending.setdefault(c.name, []).append((stamp, c.value))
             self.pending.append((stamp, line))
             self.tail.append(line)
+        if len(self.matcher.problems) > self.noted:
+            self._note_problems(stamp)
         if self.flush_on_add:
             self.flush_if_due()
 
@@ -137,15 +143,79 @@ class LogWriter:
         self.ended.wait(timeout=10)
         self.flush()
 
+    def _note_problems(self, stamp: int) -> None:
+        """What the matcher gave up on (a regex that does not compile, one that timed out too
+        often), as the job's own log lines: a cut is recorded where the user looks."""
+        with self.lock:
+            for problem in self.matcher.problems[self.noted :]:
+                self.pending.append((stamp, f"anyjob: {problem}"))
+            self.noted = len(self.matcher.problems)
+
     def flush(self) -> None:
         if self.owner is None:
             return  # not written before the row is ours; memory holds it meanwhile
         with self.writing:
             with self.lock:
                 batch, self.pending = self.pending, []
+                points, self.metric_pending = self.metric_pending, {}
                 self.last_flush = time.monotonic()
             if batch:
                 self.seq = self.events.store_batch(self.owner, self.stream, batch, self.seq, self.max_events)
+            if points and self.metric_batches is not None:
+                self._store_points(points)
+            if self.metric_batches is not None and len(self.matcher.problems) > self.recorded:
+                self._record_problems()
+
+    def _record_problems(self) -> None:
+        """The matcher's problems on the job too (``notes``, shown with the job): its log is
+        bounded to the newest lines, and a metric no longer read must stay said."""
+        from django.db import transaction
+
+        job = self.owner["job"] if self.owner else None
+        if job is None:
+            return
+        new = self.matcher.problems[self.recorded :]
+        with transaction.atomic():
+            row = type(job).objects.select_for_update().get(pk=job.pk)
+            row.notes = [*row.notes, *(f"MetricDefinitions: {p}" for p in new)]
+            row.save(update_fields=["notes"])
+        self.recorded += len(new)
+
+    def _store_points(self, points: dict[str, list[tuple[int, float]]]) -> None:
+        """One row per metric for this flush; past ``MAX_POINTS`` the metric's one bounded row
+        (``first_step`` = bound + 1) counts them and keeps the newest."""
+        rows = []
+        bound = job_metrics.MAX_POINTS
+        for name, pts in points.items():
+            done = self.metric_steps.get(name, 0)
+            room = max(0, bound - done)
+            kept, rest = pts[:room], pts[room:]
+            if kept:
+                rows.append(
+                    self.metric_batches(
+                        **self.owner,
+                        name=name,
+                        first_step=done + 1,
+                        count=len(kept),
+                        points=job_metrics.pack_points(kept),
+                    )
+                )
+            if rest:
+                newest = job_metrics.pack_points(rest[-1:])
+                tail, created = self.metric_batches.objects.get_or_create(
+                    **self.owner,
+                    name=name,
+                    first_step=bound + 1,
+                    defaults={"count": 1, "dropped": len(rest) - 1, "points": newest},
+                )
+                if not created:
+                    tail.dropped += tail.count + len(rest) - 1
+                    tail.count = 1
+                    tail.points = newest
+                    tail.save(update_fields=["dropped", "count", "points"])
+            self.metric_steps[name] = done + len(pts)
+        if rows:
+            self.metric_batches.objects.bulk_create(rows)
 
     def final_metrics(self) -> list[dict[str, Any]]:
         return [

@@ -117,6 +117,30 @@ class LocalLogEvent(LogEvent):
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="local_log_event_seq")]
 
 
+class LocalMetricBatch(models.Model):
+    """Points of one metric of a job, as CloudWatch holds a job's metrics: what one flush of
+    its log writer captured (``points`` packs ``(unix_ms, value)`` as ``<qd``, the packing of
+    ``jobs.metrics``). Steps number every value the job printed for the metric, from 1: a batch
+    covers ``dropped + count`` steps from ``first_step``, its ``dropped`` ones (past the
+    emulator's bound, ``jobs.metrics.MAX_POINTS``: counted, not kept) before its ``count``
+    points. Past the bound each metric has one such row, rewritten with its newest point."""
+
+    job = models.ForeignKey(LocalTrainingJob, on_delete=models.CASCADE, related_name="metric_batches")
+    name = models.CharField(max_length=255)
+    first_step = models.PositiveBigIntegerField()
+    count = models.PositiveIntegerField()
+    dropped = models.PositiveBigIntegerField(default=0)
+    points = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "name", "first_step"], name="local_metric_batch_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.name}@{self.first_step}"
+
+
 # -- endpoints -------------------------------------------------------------------------------
 #
 # A model and an endpoint config are plain records of their requests. An endpoint keeps a
