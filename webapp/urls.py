@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from jobs import compare, metric_tester, selection, views
+from jobs import compare, metric_tester, metrics_views, selection, views
 from webapp import signin
 from webapp.health import healthz
 
@@ -26,6 +26,7 @@ urlpatterns = [
     path("jobs/compare/metrics.json", compare.compare_metrics, name="compare_metrics"),
     path("jobs/<str:name>/", views.job_detail, name="job_detail"),
     path("jobs/<str:name>/status/", views.job_status, name="job_status"),
+    path("jobs/<str:name>/metrics.json", metrics_views.metrics_json, name="job_metrics"),
     path("jobs/<str:name>/log/", views.job_log, name="job_log"),
     path("jobs/<str:name>/artifacts/", views.artifacts, name="artifacts"),
     path("jobs/<str:name>/artifacts/<str:which>/", views.artifact_download, name="artifact_download"),
