@@ -248,3 +248,45 @@ def _backend() -> Any:
 
     assert settings.ANYJOB_BACKEND == "local"
     return get_backend()
+
+
+def test_sdk_v3_code_in_a_code_channel_is_the_jobs_bundle(client_for, alice, tmp_path) -> None:
+    """SDK v3's shape: the code as a ``code`` channel, the script named in ``sm_drivers``'
+    ``sourcecode.json``, the command in ``ContainerEntrypoint``; no ``sagemaker_*``."""
+    code = tmp_path / "v3-code"
+    (code / "lib").mkdir(parents=True)
+    # No SM_* variables here: SageMaker sets none for a ContainerEntrypoint (v3's driver does).
+    (code / "train.py").write_text(
+        "print('first line', flush=True)\nopen('/opt/ml/model/m', 'w').write('1')\n"
+    )
+    (code / "lib" / "data.py").write_text("ROWS = 3\n")
+    drivers = tmp_path / "v3-drivers"
+    drivers.mkdir()
+    (drivers / "sourcecode.json").write_text(
+        '{"entry_script": "train.py", "source_dir": "/opt/ml/input/data/code"}'
+    )
+    name = unique("v3-job")
+    request = training_request(name, "unused", HyperParameters={"epochs": "2"})
+    request["HyperParameters"] = {"epochs": "2"}
+    del request["DebugHookConfig"], request["ProfilerConfig"]
+    request["AlgorithmSpecification"]["ContainerEntrypoint"] = ["/bin/bash", "-c"]
+    request["AlgorithmSpecification"]["ContainerArguments"] = ["python3 /opt/ml/input/data/code/train.py"]
+    request["StoppingCondition"] = {"MaxRuntimeInSeconds": 3600}
+    request["InputDataConfig"] = [
+        {
+            "ChannelName": channel,
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": path.as_uri()}},
+        }
+        for channel, path in (("code", code), ("sm_drivers", drivers))
+    ]
+    sm = client_for(alice)
+    sm.create_training_job(**request)
+    job = TrainingJob.objects.get(name=name)
+    assert job.entry_point == "train.py"
+    assert [c["name"] for c in job.channels] == ["code", "sm_drivers"]
+    assert job.hyperparameters == [{"key": "epochs", "value": "2", "type": "number"}]
+    bundle = load_code(job.source_sha256)
+    assert bundle is not None and sorted(bundle.files) == ["lib/data.py", "train.py"]
+    assert job.source_uri == bundle.uri  # a prefix is no bundle: the stored one is what deploys read
+    described = wait_status(sm, name, {"Completed", "Failed", "Stopped"})
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
