@@ -11,6 +11,7 @@ handler400 = "webapp.errors.bad_request"
 urlpatterns = [
     # The SageMaker-compatible API (jobs/awsapi): signed requests, no session, no CSRF.
     path("aws", include("jobs.awsapi.urls")),
+    path("settings/keys/", include("jobs.awsapi.page_urls")),
     path("", views.home, name="home"),
     path("jobs/", views.history, name="history"),
     path("jobs/import/", views.import_history, name="import_history"),
