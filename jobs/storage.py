@@ -2,7 +2,9 @@
 
 The local emulator stages channels, stores ``model.tar.gz``/``output.tar.gz`` and reads them back
 through this module; the dashboard stores code bundles and shows artifacts through it. No Django
-here. S3 is reached only through ``jobs.aws`` (so ``AWS_ENDPOINT_URL_S3`` and friends apply).
+here. S3 is reached only through ``jobs.aws`` (so ``AWS_ENDPOINT_URL_S3`` and friends apply),
+or, with the embedded S3 (``s3_embedded()``: the default when no S3 is configured), through an
+in-process client over the store that anyjob's ``/aws`` endpoint serves.
 
 URIs
     ``s3://bucket/key`` — the key is taken literally (``?`` and ``#`` are key characters, as in
@@ -283,7 +285,7 @@ def download_url(uri: str, *, expires: int = 300, filename: str | None = None) -
     """A presigned S3 GET URL valid for ``expires`` seconds (the browser downloads straight from
     S3, the bytes never pass through the web process); None for ``file://``."""
     loc = parse(uri)
-    if loc.scheme != "s3":
+    if loc.scheme != "s3" or s3_embedded():  # the embedded S3 streams through the web process
         return None
     params: dict[str, str] = {"Bucket": loc.bucket, "Key": loc.key}
     if filename:
@@ -1020,7 +1022,22 @@ def _tar_errors(uri: str) -> Iterator[None]:
 # --- plumbing ---------------------------------------------------------------------------------
 
 
+def s3_embedded() -> bool:
+    """Whether ``s3://`` URIs are anyjob's embedded S3 (``jobs.awsapi.s3_store``, the store
+    ``/aws`` serves) rather than an S3 reached through boto3: ``ANYJOB_S3``, by default
+    embedded unless an S3 endpoint, the sagemaker backend or mapped roles are configured."""
+    from jobs.awsapi import s3_store
+
+    return s3_store.mode() == "embedded"
+
+
 def _s3(credentials: Credentials | None = None) -> Any:
+    """The S3 client: boto3's (``jobs.aws``), or with the embedded S3 an in-process one with
+    the same methods and errors (``jobs.awsapi.s3_client``; no credentials are needed)."""
+    if s3_embedded():
+        from jobs.awsapi import s3_client
+
+        return s3_client.client()
     return aws.client("s3", credentials=credentials)
 
 

@@ -10,6 +10,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -250,7 +251,11 @@ CELERY_BEAT_SCHEDULE = {
     "poll-jobs": {"task": "jobs.poll_jobs", "schedule": 2.0, "options": {"expires": 1.5}},
     "poll-endpoints": {"task": "endpoints.poll", "schedule": 2.0, "options": {"expires": 1.5}},
     "sweep-pending": {"task": "jobs.sweep_pending", "schedule": 60.0, "options": {"expires": 50}},
+    # The embedded S3: multipart uploads never completed are aborted (ANYJOB_S3_MULTIPART_MAX_AGE_HOURS).
+    "s3-sweep-uploads": {"task": "awsapi.s3_sweep_uploads", "schedule": 3600.0, "options": {"expires": 3000}},
 }
+#: Task modules outside an app's tasks.py.
+CELERY_IMPORTS = ["jobs.awsapi.s3_tasks"]
 
 #: GET /healthz: a worker or beat silent for this long is down (they report every 2 s).
 ANYJOB_HEALTH_STALE_SECONDS = int(env_number("ANYJOB_HEALTH_STALE_SECONDS", 20, minimum=1))
@@ -272,6 +277,20 @@ ANYJOB_VPC_SECURITY_GROUPS = env_list("ANYJOB_VPC_SECURITY_GROUPS", [])
 ANYJOB_DOWNLOAD_URL_SECONDS = int(env_number("ANYJOB_DOWNLOAD_URL_SECONDS", 300, minimum=1))
 #: Default output path for artifacts (s3://bucket/prefix or file:///path).
 ANYJOB_ARTIFACT_STORE = env_str("ANYJOB_ARTIFACT_STORE", (VAR_DIR / "artifacts").as_uri())
+#: The embedded S3 (jobs/awsapi/s3_store.py, served at /aws): where its buckets live (under a
+#: file:// artifact store, else var/s3), whether jobs.storage's s3:// URIs use it ("auto":
+#: unless an S3 endpoint, the sagemaker backend or mapped roles say there is a real S3;
+#: "embedded"; "aws"), and how long a multipart upload never completed is kept.
+ANYJOB_S3 = env_str("ANYJOB_S3", "auto")
+ANYJOB_S3_ROOT = Path(
+    env_str(
+        "ANYJOB_S3_ROOT",
+        str(Path(unquote(ANYJOB_ARTIFACT_STORE[len("file://") :])) / "s3")
+        if ANYJOB_ARTIFACT_STORE.startswith("file:///")
+        else str(VAR_DIR / "s3"),
+    )
+).resolve()
+ANYJOB_S3_MULTIPART_MAX_AGE_HOURS = env_number("ANYJOB_S3_MULTIPART_MAX_AGE_HOURS", 24, minimum=0.001)
 
 #: The local backend: where job directories live, and its timings.
 ANYJOB_LOCAL_ROOT = Path(env_str("ANYJOB_LOCAL_ROOT", str(VAR_DIR / "local-sagemaker"))).resolve()
