@@ -1,6 +1,7 @@
 """What the SageMaker API tests share: real boto3 clients against the real server
-(pytest-django's ``live_server``, with the ``/aws`` front door), each signed with an access key
-made for the test's user, and code bundles uploaded to the artifact store as the SDK uploads them.
+(the ``api`` fixture: pytest-django's ``live_server`` with the ``/aws`` front door), each signed
+with an access key made for the test's user, and code bundles uploaded to the artifact store as
+the SDK uploads them.
 
 The fixtures are imported by the test modules that use them.
 """
@@ -15,9 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from django.conf import settings
 
 from jobs import storage
@@ -28,8 +27,7 @@ IMAGE_ENV_ROOT = Path(
     os.environ.get("ANYJOB_IMAGE_ENV_ROOT")
     or Path(__file__).resolve().parents[2] / "var" / "test-cache" / "image"
 )
-#: No retries: a test sees the server's first answer; the waiters poll every second.
-CLIENT_CONFIG = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=90)
+#: The waiters poll every second (their default is every 30 or 120 s).
 FAST_WAITER = {"Delay": 1, "MaxAttempts": 90}
 
 
@@ -52,25 +50,19 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(name="client_for")
-def client_for_fixture(live_server, no_proxy, image_env) -> Callable[..., Any]:
-    """``client_for(user, service="sagemaker")``: a boto3 client signed with a new key of ``user``."""
+def client_for_fixture(api, no_proxy, image_env) -> Callable[..., Any]:
+    """``client_for(user, service="sagemaker")``: an unmodified boto3 client of the ``api``
+    fixture's server (``tests/api/conftest.py``), signed with a new access key of ``user``."""
     from jobs.awsapi.models import AccessKey
 
-    keys: dict[int, tuple[str, str]] = {}
+    keys: dict[int, tuple[str, str]] = {api.user.pk: (api.key_id, api.secret)}
 
     def make(user: Any, service: str = "sagemaker") -> Any:
         if user.pk not in keys:
             key, secret = AccessKey.create_for(user, "tests")
             keys[user.pk] = (key.access_key_id, secret)
         key_id, secret = keys[user.pk]
-        return boto3.client(
-            service,
-            endpoint_url=f"{live_server.url}/aws",
-            region_name=REGION,
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
-            config=CLIENT_CONFIG,
-        )
+        return api.client(service, key_id=key_id, secret=secret, read_timeout=90)
 
     return make
 
