@@ -166,3 +166,51 @@ def test_an_endpoint_made_through_the_api_serves_and_is_deleted(client_for, alic
     error = error_of(lambda: sm.describe_model(ModelName=name))
     assert error["Error"]["Code"] == "ValidationException"
     assert settings.ANYJOB_BACKEND == "local"
+
+
+def test_an_endpoint_deployed_from_the_page_is_the_apis_too(client_for, alice, bob) -> None:
+    """The page's deploy (its row, and the three requests its worker sends, built by
+    ``jobs.endpoints.deploy``) is what DescribeEndpoint, ListEndpoints and InvokeEndpoint see; the
+    row's owner rule holds for DeleteEndpoint."""
+    from jobs.backends import get_backend
+    from jobs.endpoints import deploy
+    from jobs.models import TrainingJob
+
+    sm = client_for(alice)
+    job_name = unique("page-model")
+    code = upload_code(job_name, {"train.py": TRAIN, "inference.py": INFERENCE})
+    sm.create_training_job(**training_request(job_name, code))
+    sm.get_waiter("training_job_completed_or_stopped").wait(
+        TrainingJobName=job_name, WaiterConfig=FAST_WAITER
+    )
+    job = TrainingJob.objects.get(name=job_name)
+    job.model_artifacts = sm.describe_training_job(TrainingJobName=job_name)["ModelArtifacts"][
+        "S3ModelArtifacts"
+    ]
+    name = unique("page-endpoint")
+    row = Endpoint.objects.create(
+        name=name, job=job, owner=alice, inference_entry_point="inference.py", instance_type="ml.m5.large"
+    )
+    backend = get_backend()
+    requests = deploy.requests_for(row, job, settings)
+    backend.create_model(requests["CreateModel"])
+    backend.create_endpoint_config(requests["CreateEndpointConfig"])
+    backend.create_endpoint(requests["CreateEndpoint"])
+    Endpoint.objects.filter(pk=row.pk).update(status=Endpoint.Status.CREATING, requests=requests)
+
+    other = client_for(bob)
+    other.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAITER)
+    assert [e["EndpointName"] for e in other.list_endpoints(NameContains=name)["Endpoints"]] == [name]
+    answer = client_for(bob, "sagemaker-runtime").invoke_endpoint(EndpointName=name, Body=b"[2]")
+    assert json.loads(answer["Body"].read()) == [6]
+    model_arn = other.describe_model(ModelName=name)["ModelArn"]
+    assert other.list_tags(ResourceArn=model_arn)["Tags"] == []  # anyjob's own tag is not shown
+
+    assert (
+        error_of(lambda: other.delete_endpoint(EndpointName=name))["Error"]["Code"] == "AccessDeniedException"
+    )
+    assert error_of(lambda: other.delete_model(ModelName=name))["Error"]["Code"] == "AccessDeniedException"
+    sm.delete_endpoint(EndpointName=name)
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST_WAITER)
+    sm.delete_endpoint_config(EndpointConfigName=name)
+    sm.delete_model(ModelName=name)

@@ -5,6 +5,7 @@ each job in the team's history as a form job would be."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -176,6 +177,18 @@ def test_list_training_jobs_pages_filters_and_sorts(client_for, alice) -> None:
     assert len(pages) == 3 and "NextToken" not in pages[-1]
     newest = sm.list_training_jobs(NameContains=prefix.upper(), MaxResults=1)
     assert newest["TrainingJobSummaries"][0]["TrainingJobName"] == names[-1] and newest["NextToken"]
+    hour = timedelta(hours=1)
+    assert (
+        len(
+            sm.list_training_jobs(NameContains=prefix, CreationTimeAfter=datetime.now(UTC) - hour)[
+                "TrainingJobSummaries"
+            ]
+        )
+        == 3
+    )
+    assert not sm.list_training_jobs(NameContains=prefix, CreationTimeAfter=datetime.now(UTC) + hour)[
+        "TrainingJobSummaries"
+    ]
     error = error_of(lambda: sm.list_training_jobs(MaxResults=101))
     assert error["Error"]["Message"] == (
         "1 validation error detected: Value '101' at 'maxResults' failed to satisfy constraint: "
