@@ -410,4 +410,7 @@ def compare_metrics(request: HttpRequest) -> HttpResponse:
             "min": s.min,
             "max": s.max,
         }
-    return JsonResponse({"jobs": [{"name": j.name, "metrics": by_job[j.pk]} for j in jobs]})
+    return JsonResponse(
+        {"jobs": [{"name": j.name, "metrics": by_job[j.pk]} for j in jobs]},
+        json_dumps_params={"separators": (",", ":")},
+    )

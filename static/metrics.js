@@ -15,6 +15,7 @@
   // A followed chart holding more points than this is read again whole (downsampled) instead.
   var MAX_LIVE_POINTS = 6000;
   var HEIGHT = 240;
+  var DEFAULT_SMOOTH = 0.6;
   var PALETTE = [
     "#2458c6", "#d1495b", "#2a9d8f", "#e9a03b", "#7b4fc9", "#3d8b37", "#c2571a", "#1b998b",
     "#b5179e", "#5c6f84", "#ef476f", "#118ab2", "#8d6a00", "#6a4c93", "#06a77d", "#d62828",
@@ -58,16 +59,20 @@
     return {
       x: x === "rel" || x === "wall" ? x : "step",
       log: q.get("log") === "1",
-      smooth: isFinite(smooth) && smooth >= 0 && smooth <= 0.99 ? smooth : 0.6
+      smooth: isFinite(smooth) && smooth >= 0 && smooth <= 0.99 ? smooth : DEFAULT_SMOOTH
     };
   }
 
-  function writeState(state) {
-    var q = new URLSearchParams(window.location.search);
-    q.set("x", state.x);
-    if (state.log) q.set("log", "1"); else q.delete("log");
-    q.set("smooth", String(state.smooth));
-    window.history.replaceState(null, "", window.location.pathname + "?" + q.toString());
+  // Only what differs from the defaults goes in the URL (a page left as it loaded keeps its URL).
+  function writeState(state, url) {
+    if (url) {
+      var q = new URLSearchParams(window.location.search);
+      if (state.x !== "step") q.set("x", state.x); else q.delete("x");
+      if (state.log) q.set("log", "1"); else q.delete("log");
+      if (state.smooth !== DEFAULT_SMOOTH) q.set("smooth", String(state.smooth)); else q.delete("smooth");
+      var query = q.toString();
+      window.history.replaceState(null, "", window.location.pathname + (query ? "?" + query : "") + window.location.hash);
+    }
     // Links and forms that carry the state along (the compare page's metric picker).
     document.querySelectorAll("[data-keeps-chart-state]").forEach(function (form) {
       ["x", "log", "smooth"].forEach(function (key) {
@@ -91,13 +96,13 @@
       if (log) state.log = log.checked;
       if (smooth) state.smooth = parseFloat(smooth.value);
       if (shown) shown.textContent = state.smooth.toFixed(2);
-      writeState(state);
+      writeState(state, true);
       redraw(rebuild);
     }
     if (x) x.addEventListener("change", function () { changed(true); });
     if (log) log.addEventListener("change", function () { changed(true); });
     if (smooth) smooth.addEventListener("input", function () { changed(false); });
-    writeState(state);
+    writeState(state, false); // the forms that carry the state along
   }
 
   // --- one chart: a uPlot with raw (faint) and smoothed lines per source -----------------------
