@@ -485,9 +485,9 @@ class MetricDefinitionForm(RowForm):
 
 
 class MetricDefinitionRows(RowFormSet):
-    """The metric table: names that collide (regardless of case, as on AWS's charts a person
-    reads), expressions that do not compile or capture no number are found by
-    ``jobs.metrics.check_definitions`` (``NewJob._check_metrics``), each on its row."""
+    """The metric table. Its own check is SageMaker's count; names that collide (regardless of
+    case) and expressions that do not compile or capture no number are found by
+    ``jobs.metrics.check_definitions`` (``NewJob._check_metrics``) and put on their row."""
 
     def clean(self) -> None:
         if any(self.errors):
