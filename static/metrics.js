@@ -161,15 +161,18 @@
   }
 
   Chart.prototype.draw = function (rebuild) {
+    var log = this.state.log;
     var empty = !this.sources.some(function (s) { return s.values.length; });
+    var nothing = empty || (log && !this.sources.some(function (s) { return s.values.some(function (v) { return v > 0; }); }));
     var placeholder = this.box.querySelector(".chart-empty");
-    if (empty) {
+    if (nothing) {
+      if (this.plot) { this.plot.destroy(); this.plot = null; }
       if (!placeholder) {
         placeholder = document.createElement("p");
         placeholder.className = "chart-empty";
-        placeholder.textContent = "No points yet.";
         this.box.appendChild(placeholder);
       }
+      placeholder.textContent = empty ? "No points yet." : "No value above 0: a log scale cannot draw these.";
       return;
     }
     if (placeholder) placeholder.remove();
