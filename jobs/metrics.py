@@ -695,30 +695,25 @@ def _store_chunks(chunk_model: Any, series: Any, kept: list[tuple[int, float]]) 
         chunk_model.objects.bulk_create(new)
 
 
-def _downsample(triples: Iterable[tuple[int, int, float]], width: int) -> list[list[Any]]:
+def _downsample(triples: Sequence[tuple[int, int, float]], width: int) -> list[list[Any]]:
     """``[step, unix_ms, value]`` lists: of each run of ``width`` steps (aligned from step 1)
-    the first, minimum, maximum and last of ``triples``, in step order."""
+    the first, minimum, maximum and last of ``triples`` (in step order), in step order."""
     out: list[list[Any]] = []
-    bucket: list[tuple[int, int, float]] = []
-    current = None
-    for t in triples:
-        b = (t[0] - 1) // width
-        if b != current:
-            if bucket:
-                out += _pick(bucket)
-            bucket, current = [], b
-        bucket.append(t)
-    if bucket:
-        out += _pick(bucket)
+    i, n = 0, len(triples)
+    while i < n:
+        last_step = ((triples[i][0] - 1) // width + 1) * width
+        j = lo = hi = i
+        lo_v = hi_v = triples[i][2]
+        while j + 1 < n and triples[j + 1][0] <= last_step:
+            j += 1
+            v = triples[j][2]
+            if v < lo_v:
+                lo, lo_v = j, v
+            elif v > hi_v:
+                hi, hi_v = j, v
+        out += [list(triples[k]) for k in sorted({i, lo, hi, j})]
+        i = j + 1
     return out
-
-
-def _pick(bucket: list[tuple[int, int, float]]) -> list[list[Any]]:
-    if len(bucket) <= 4:
-        return [list(t) for t in bucket]
-    lo = min(range(len(bucket)), key=lambda k: bucket[k][2])
-    hi = max(range(len(bucket)), key=lambda k: bucket[k][2])
-    return [list(bucket[k]) for k in sorted({0, lo, hi, len(bucket) - 1})]
 
 
 def display_series(
@@ -773,7 +768,8 @@ def display_series(
         else:
             raw_q |= Q(series_id=s.pk, seq__gte=first_seq, seq__lte=last_seq)
             raw_any = True
-    triples: dict[int, list[tuple[int, tuple[int, int, float]]]] = {pk: [] for pk in plans}
+    # Per series, (first step, its triples) of each chunk read: sorted by chunk, then joined.
+    parts: dict[int, list[tuple[int, list[tuple[int, int, float]]]]] = {pk: [] for pk in plans}
     if raw_any:
         rows = MetricChunk.objects.filter(raw_q).values_list("series_id", "first_step", "points")
         for sid, first, data in rows:
@@ -785,18 +781,18 @@ def display_series(
                 ts = _summary(first + start, pts)
             else:
                 ts = [(first + start + k, ms, v) for k, (ms, v) in enumerate(pts)]
-            triples[sid] += [(t[0], t) for t in ts]
+            parts[sid].append((first + start, ts))
     if summary_any:
-        rows = MetricChunk.objects.filter(summary_q).values_list("series_id", "summary")
-        for sid, data in rows:
-            lo, hi, _, _ = plans[sid]
-            triples[sid] += [(t[0], t) for t in _TRIPLE.iter_unpack(bytes(data)) if lo <= t[0] <= hi]
+        # Whole chunks inside the range (the one it starts inside was read by its points).
+        rows = MetricChunk.objects.filter(summary_q).values_list("series_id", "first_step", "summary")
+        for sid, first, data in rows:
+            parts[sid].append((first, list(_TRIPLE.iter_unpack(bytes(data)))))
     out: dict[str, Any] = {}
     for s in series:
         plan = plans.get(s.pk)
         points: list[list[Any]] = []
         if plan is not None:
-            ordered = [t for _, t in sorted(triples[s.pk], key=lambda x: x[0])]
+            ordered = [t for _, ts in sorted(parts[s.pk], key=lambda part: part[0]) for t in ts]
             width = plan[2]
             points = [list(t) for t in ordered] if width == 1 else _downsample(ordered, width)
         out[s.name] = {
