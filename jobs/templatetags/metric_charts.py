@@ -42,5 +42,5 @@ def metric_charts(job: TrainingJob) -> dict[str, Any]:
         "job": job,
         "metrics": metrics,
         "final": job.status in TrainingJob.FINAL,
-        "data_url": reverse("job_detail", args=[job.name]) + "metrics.json",
+        "data_url": reverse("job_metrics", args=[job.name]),
     }
