@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 import uuid
 import zlib
 from pathlib import Path
@@ -114,3 +115,450 @@ def test_put_get_head_delete_round_trip(s3) -> None:
     with pytest.raises(ClientError) as head_missing:
         s3.head_object(Bucket=bucket, Key="dir/data.bin")
     assert head_missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+# --- buckets ------------------------------------------------------------------------------------
+
+
+def test_buckets_create_list_head_locate_delete(s3, s3_for, alice, bob, charlie) -> None:
+    bucket = bucket_name()
+    created = s3.create_bucket(Bucket=bucket)
+    assert created["Location"] == f"/{bucket}"
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    head = s3.head_bucket(Bucket=bucket)
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == "us-east-1"
+    assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None
+    time.sleep(1.05)  # the same request in the same second would be the same signature: a replay
+    with pytest.raises(ClientError) as again:
+        s3.create_bucket(Bucket=bucket)
+    assert code_of(again) == "BucketAlreadyOwnedByYou"
+    bobs = s3_for(bob)
+    with pytest.raises(ClientError) as taken:
+        bobs.create_bucket(Bucket=bucket)
+    assert code_of(taken) == "BucketAlreadyExists"
+    # A teammate reads and writes the team's bucket, but only its creator (or staff) deletes it.
+    bobs.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as not_empty:
+        s3.delete_bucket(Bucket=bucket)
+    assert code_of(not_empty) == "BucketNotEmpty"
+    bobs.delete_object(Bucket=bucket, Key="k")
+    with pytest.raises(ClientError) as denied:
+        bobs.delete_bucket(Bucket=bucket)
+    assert code_of(denied) == "AccessDenied"
+    assert s3.head_bucket(Bucket=bucket)  # still there
+    s3_for(charlie).delete_bucket(Bucket=bucket)
+    with pytest.raises(ClientError) as gone:
+        s3.head_bucket(Bucket=bucket)
+    assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(ClientError) as missing:
+        s3.get_bucket_location(Bucket=bucket)
+    assert code_of(missing) == "NoSuchBucket"
+    with pytest.raises(ClientError) as no_bucket:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert code_of(no_bucket) == "NoSuchBucket"
+
+
+def test_location_constraints_as_aws_has_them(s3, s3_for, alice) -> None:
+    eu = s3_for(alice, region="eu-west-1")
+    bucket = bucket_name()
+    with pytest.raises(ClientError) as unspecified:
+        eu.create_bucket(Bucket=bucket)
+    assert code_of(unspecified) == "IllegalLocationConstraintException"
+    eu.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert eu.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
+    with pytest.raises(ClientError) as explicit_us:
+        s3.create_bucket(Bucket=bucket_name(), CreateBucketConfiguration={"LocationConstraint": "us-east-1"})
+    assert code_of(explicit_us) == "InvalidLocationConstraint"
+    with pytest.raises(ClientError) as other:
+        s3.create_bucket(Bucket=bucket_name(), CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert code_of(other) == "IllegalLocationConstraintException"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ab", "x" * 64, "UpperCase", "under_score", "192.168.1.10", "xn--punycode", "a..b", "-leading",
+     "trailing-", "sthree-bucket", "name-s3alias"],
+)  # fmt: skip
+def test_bucket_names_aws_refuses(s3, store_root, name) -> None:
+    with pytest.raises(ClientError) as refused:
+        s3.create_bucket(Bucket=name)
+    assert code_of(refused) == "InvalidBucketName"
+    assert s3_store.Store(store_root).bucket(name) is None
+
+
+# --- objects ------------------------------------------------------------------------------------
+
+
+def test_ranges(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    body = bytes(range(256)) * 4
+    s3.put_object(Bucket=bucket, Key="r", Body=body)
+    for header, first, last in (("bytes=0-9", 0, 9), ("bytes=1000-", 1000, 1023), ("bytes=-5", 1019, 1023),
+                                ("bytes=1020-5000", 1020, 1023)):  # fmt: skip
+        got = s3.get_object(Bucket=bucket, Key="r", Range=header)
+        assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert got["ContentRange"] == f"bytes {first}-{last}/1024"
+        assert got["Body"].read() == body[first : last + 1]
+        assert got["ContentLength"] == last - first + 1
+    with pytest.raises(ClientError) as beyond:
+        s3.get_object(Bucket=bucket, Key="r", Range="bytes=1024-")
+    assert code_of(beyond) == "InvalidRange"
+    assert beyond.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    head = s3.head_object(Bucket=bucket, Key="r", Range="bytes=0-99")
+    assert head["ContentLength"] == 100
+
+
+def test_conditional_get(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    etag = s3.put_object(Bucket=bucket, Key="c", Body=b"cached")["ETag"]
+    with pytest.raises(ClientError) as not_modified:
+        s3.get_object(Bucket=bucket, Key="c", IfNoneMatch=etag)
+    assert not_modified.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    with pytest.raises(ClientError) as failed:
+        s3.get_object(Bucket=bucket, Key="c", IfMatch='"0000"')
+    assert code_of(failed) == "PreconditionFailed"
+    assert s3.get_object(Bucket=bucket, Key="c", IfMatch=etag)["Body"].read() == b"cached"
+
+
+def test_keys_are_rows_not_paths_folders_and_case(s3) -> None:
+    """``a``, ``a/`` and ``a/b`` are three objects (a file and a folder of the same name, which a
+    filesystem cannot hold); ``Data`` and ``data`` are two."""
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    for key, body in (
+        ("a", b"file"),
+        ("a/", b""),
+        ("a/b", b"inside"),
+        ("Data", b"upper"),
+        ("data", b"lower"),
+    ):
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    for key, body in (
+        ("a", b"file"),
+        ("a/", b""),
+        ("a/b", b"inside"),
+        ("Data", b"upper"),
+        ("data", b"lower"),
+    ):
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert listed == ["Data", "a", "a/", "a/b", "data"]
+
+
+def test_listing_prefix_delimiter_pagination_and_url_encoding(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    # (Non-ASCII keys go through gunicorn: test_through_gunicorn_unicode_keys_and_a_transfer.)
+    keys = sorted(
+        ["top.txt", "train/a.csv", "train/b.csv", "train/sub/c.csv", "train/sub/d.csv", "train2/x", "val/y",
+         "odd key+plus&amp;<tag>", "zz/~tilde", "tab\tkey"]
+    )  # fmt: skip
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    everything = s3.list_objects_v2(Bucket=bucket)
+    assert [o["Key"] for o in everything["Contents"]] == sorted(keys, key=lambda k: k.encode())
+    assert everything["KeyCount"] == len(keys) and not everything["IsTruncated"]
+    assert everything["Contents"][0]["Size"] == len(everything["Contents"][0]["Key"].encode())
+
+    top = s3.list_objects_v2(Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["train/", "train2/", "val/", "zz/"]
+    assert [o["Key"] for o in top["Contents"]] == ["odd key+plus&amp;<tag>", "tab\tkey", "top.txt"]
+    train = s3.list_objects_v2(Bucket=bucket, Prefix="train/", Delimiter="/")
+    assert [o["Key"] for o in train["Contents"]] == ["train/a.csv", "train/b.csv"]
+    assert [p["Prefix"] for p in train["CommonPrefixes"]] == ["train/sub/"]
+
+    # Pages of 2 (prefixes count as keys): the paginator follows the tokens to the same answer.
+    pages = list(
+        s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Delimiter="/", PaginationConfig={"PageSize": 2}
+        )
+    )
+    assert len(pages) == 4
+    assert all(p["KeyCount"] <= 2 for p in pages)
+    assert [o["Key"] for p in pages for o in p.get("Contents", [])] == [o["Key"] for o in top["Contents"]]
+    assert [c["Prefix"] for p in pages for c in p.get("CommonPrefixes", [])] == [
+        c["Prefix"] for c in top["CommonPrefixes"]
+    ]
+    after = s3.list_objects_v2(Bucket=bucket, StartAfter="train/b.csv", MaxKeys=2)
+    assert [o["Key"] for o in after["Contents"]] == ["train/sub/c.csv", "train/sub/d.csv"]
+    assert after["IsTruncated"]
+    # ListObjects (v1) with markers, as older tools page.
+    v1 = list(s3.get_paginator("list_objects").paginate(Bucket=bucket, PaginationConfig={"PageSize": 3}))
+    assert [o["Key"] for p in v1 for o in p["Contents"]] == [o["Key"] for o in everything["Contents"]]
+    with pytest.raises(ClientError) as bad_token:
+        s3.list_objects_v2(Bucket=bucket, ContinuationToken="not-a-token!")
+    assert code_of(bad_token) == "InvalidArgument"
+    assert s3.list_objects_v2(Bucket=bucket, MaxKeys=5000)["MaxKeys"] == 1000
+
+
+def test_copy_object_metadata_directives(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="src", Body=b"payload", ContentType="text/plain", Metadata={"a": "1"})
+    copied = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert copied["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(b"payload").hexdigest()}"'
+    dst = s3.get_object(Bucket=bucket, Key="dst")
+    assert (dst["Body"].read(), dst["ContentType"], dst["Metadata"]) == (b"payload", "text/plain", {"a": "1"})
+    s3.copy_object(
+        Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", MetadataDirective="REPLACE",
+        ContentType="application/json", Metadata={"b": "2"},
+    )  # fmt: skip
+    replaced = s3.head_object(Bucket=bucket, Key="dst")
+    assert (replaced["ContentType"], replaced["Metadata"]) == ("application/json", {"b": "2"})
+    # The copy is its own object: deleting the source leaves it.
+    s3.delete_object(Bucket=bucket, Key="src")
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"payload"
+    with pytest.raises(ClientError) as to_itself:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "dst"})
+    assert code_of(to_itself) == "InvalidRequest"
+    with pytest.raises(ClientError) as no_source:
+        s3.copy_object(Bucket=bucket, Key="x", CopySource={"Bucket": bucket, "Key": "src"})
+    assert code_of(no_source) == "NoSuchKey"
+
+
+def test_delete_objects_loud_and_quiet(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    for key in ("a", "b", "c", "d"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    # Recent botocore sends x-amz-checksum-crc32 (not Content-MD5) with the XML body.
+    loud = s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "a"}, {"Key": "b"}, {"Key": "missing"}]}
+    )
+    assert sorted(d["Key"] for d in loud["Deleted"]) == ["a", "b", "missing"]
+    quiet = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "c"}], "Quiet": True})
+    assert "Deleted" not in quiet and "Errors" not in quiet
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["d"]
+
+
+def test_unknown_operations_are_not_implemented(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    for call in (lambda: s3.get_bucket_acl(Bucket=bucket), lambda: s3.get_bucket_versioning(Bucket=bucket),
+                 lambda: s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": []})):  # fmt: skip
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert code_of(refused) == "NotImplemented"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+
+
+def test_presigned_get(s3, s3_for, alice) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="shared/report.txt", Body=b"hello")
+    # botocore presigns S3 with SigV2 unless told: anyjob verifies SigV4 (what s3v4 asks for).
+    v4 = s3_for(alice, signature_version="s3v4")
+    url = v4.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "shared/report.txt"}, ExpiresIn=60
+    )
+    answer = requests.get(url, timeout=10, proxies={"http": None, "https": None})
+    assert answer.status_code == 200 and answer.content == b"hello", answer.text
+    tampered = requests.get(
+        url.replace("report.txt", "other.txt"), timeout=10, proxies={"http": None, "https": None}
+    )
+    assert tampered.status_code == 403
+
+
+# --- multipart ----------------------------------------------------------------------------------
+
+
+def test_multipart_by_hand_with_crc32_parts(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    first, last = os.urandom(5 * MiB), os.urandom(1000)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="big/file", ContentType="application/x-big",
+                                        Metadata={"m": "v"}, ChecksumAlgorithm="CRC32")  # fmt: skip
+    uid = upload["UploadId"]
+    p1 = s3.upload_part(
+        Bucket=bucket, Key="big/file", UploadId=uid, PartNumber=1, Body=first, ChecksumAlgorithm="CRC32"
+    )
+    p2 = s3.upload_part(
+        Bucket=bucket, Key="big/file", UploadId=uid, PartNumber=2, Body=last, ChecksumAlgorithm="CRC32"
+    )
+    assert p1["ChecksumCRC32"] == base64.b64encode(zlib.crc32(first).to_bytes(4, "big")).decode()
+    listed = s3.list_parts(Bucket=bucket, Key="big/file", UploadId=uid)
+    assert [(p["PartNumber"], p["Size"], p["ETag"]) for p in listed["Parts"]] == [
+        (1, len(first), p1["ETag"]), (2, len(last), p2["ETag"])
+    ]  # fmt: skip
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [uid]
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key="big/file", UploadId=uid,
+        MultipartUpload={"Parts": [
+            {"PartNumber": 1, "ETag": p1["ETag"], "ChecksumCRC32": p1["ChecksumCRC32"]},
+            {"PartNumber": 2, "ETag": p2["ETag"], "ChecksumCRC32": p2["ChecksumCRC32"]},
+        ]},
+    )  # fmt: skip
+    md5s = hashlib.md5(first).digest() + hashlib.md5(last).digest()
+    assert done["ETag"] == f'"{hashlib.md5(md5s).hexdigest()}-2"'
+    assert done["ChecksumCRC32"].endswith("-2")
+    got = s3.get_object(Bucket=bucket, Key="big/file", ChecksumMode="ENABLED")
+    assert got["Body"].read() == first + last
+    assert (got["ContentType"], got["Metadata"], got["ETag"]) == (
+        "application/x-big",
+        {"m": "v"},
+        done["ETag"],
+    )
+    assert got["PartsCount"] == 2 if "PartsCount" in got else True
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+
+
+def test_multipart_refusals_and_abort_leave_nothing(s3, store_root) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    small = [
+        s3.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=n, Body=b"x" * 100)["ETag"]
+        for n in (1, 2)
+    ]
+
+    def complete(parts: list[dict[str, Any]]) -> str:
+        with pytest.raises(ClientError) as refused:
+            s3.complete_multipart_upload(
+                Bucket=bucket, Key="k", UploadId=uid, MultipartUpload={"Parts": parts}
+            )
+        return code_of(refused)
+
+    assert (
+        complete([{"PartNumber": 1, "ETag": small[0]}, {"PartNumber": 2, "ETag": small[1]}])
+        == "EntityTooSmall"
+    )
+    assert (
+        complete([{"PartNumber": 2, "ETag": small[1]}, {"PartNumber": 1, "ETag": small[0]}])
+        == "InvalidPartOrder"
+    )
+    assert complete([{"PartNumber": 1, "ETag": '"0123456789abcdef0123456789abcdef"'}]) == "InvalidPart"
+    assert complete([{"PartNumber": 3, "ETag": small[0]}]) == "InvalidPart"
+    with pytest.raises(ClientError) as part_zero:
+        s3.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=10001, Body=b"x")
+    assert code_of(part_zero) == "InvalidArgument"
+    with pytest.raises(ClientError) as other_key:
+        s3.list_parts(Bucket=bucket, Key="other", UploadId=uid)
+    assert code_of(other_key) == "NoSuchUpload"
+    s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)
+    with pytest.raises(ClientError) as gone:
+        s3.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=3, Body=b"x")
+    assert code_of(gone) == "NoSuchUpload"
+    time.sleep(1.05)  # not the same signature as the first abort (that would be a replay)
+    with pytest.raises(ClientError) as aborted:
+        s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)
+    assert code_of(aborted) == "NoSuchUpload"
+    assert nothing_stored(store_root, bucket)
+
+
+def test_upload_file_of_20_mb_through_the_transfer_manager(s3, tmp_path, store_root) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    source = tmp_path / "twenty.bin"
+    source.write_bytes(os.urandom(20 * MiB))
+    s3.upload_file(str(source), bucket, "data/twenty.bin")  # 8 MiB parts: a multipart upload of 3
+    head = s3.head_object(Bucket=bucket, Key="data/twenty.bin")
+    assert head["ContentLength"] == 20 * MiB and head["ETag"].endswith('-3"')
+    back = tmp_path / "back.bin"
+    s3.download_file(bucket, "data/twenty.bin", str(back))  # ranged GETs in threads
+    assert back.read_bytes() == source.read_bytes()
+    # Parts are gone once joined: one blob, the object's.
+    assert len([p for p in (store_root / "blobs").rglob("*") if p.is_file()]) == 1
+
+
+def test_stale_multipart_uploads_are_swept(s3, settings, store_root) -> None:
+    from jobs.awsapi import s3_tasks
+
+    assert settings.CELERY_BEAT_SCHEDULE["s3-sweep-uploads"]["task"] == "awsapi.s3_sweep_uploads"
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    old = s3.create_multipart_upload(Bucket=bucket, Key="old")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="old", UploadId=old, PartNumber=1, Body=b"abandoned")
+    settings.ANYJOB_S3_MULTIPART_MAX_AGE_HOURS = 0.5 / 3600
+    time.sleep(0.6)
+    young = s3.create_multipart_upload(Bucket=bucket, Key="young")["UploadId"]
+    assert s3_tasks.s3_sweep_uploads() == 1
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [young]
+    with pytest.raises(ClientError) as swept:
+        s3.list_parts(Bucket=bucket, Key="old", UploadId=old)
+    assert code_of(swept) == "NoSuchUpload"
+    assert not [p for p in (store_root / "blobs").rglob("*") if p.is_file()]
+
+
+# --- checksums ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "SHA256", "SHA1"])
+def test_checksums_botocore_computes_are_checked_and_echoed(s3, algorithm) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    body = os.urandom(3000)
+    put = s3.put_object(Bucket=bucket, Key="k", Body=body, ChecksumAlgorithm=algorithm)
+    digest = {"CRC32": zlib.crc32(body).to_bytes(4, "big"), "SHA256": hashlib.sha256(body).digest(),
+              "SHA1": hashlib.sha1(body).digest()}[algorithm]  # fmt: skip
+    assert put[f"Checksum{algorithm}"] == base64.b64encode(digest).decode()
+    got = s3.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert got[f"Checksum{algorithm}"] == put[f"Checksum{algorithm}"]
+    assert got["Body"].read() == body  # botocore checks the checksum as it reads
+
+
+def test_checksums_without_a_botocore_implementation(s3) -> None:
+    """CRC32C and CRC64NVME need awscrt in botocore; a client that has it sends the value."""
+    from jobs.awsapi import s3_digest
+
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    body = b"123456789"
+    crc32c = base64.b64encode((0xE3069283).to_bytes(4, "big")).decode()  # RFC 3720's check value
+    s3.put_object(Bucket=bucket, Key="c", Body=body, ChecksumCRC32C=crc32c)
+    crc64 = s3_digest.hasher("crc64nvme")
+    crc64.update(body)
+    assert crc64.digest() == (0xAE8B14860A799888).to_bytes(8, "big")  # the CRC-64/NVME check value
+    s3.put_object(
+        Bucket=bucket, Key="n", Body=body, ChecksumCRC64NVME=base64.b64encode(crc64.digest()).decode()
+    )
+    assert s3.head_object(Bucket=bucket, Key="c", ChecksumMode="ENABLED")["ChecksumCRC32C"] == crc32c
+    with pytest.raises(ClientError) as wrong:
+        s3.put_object(
+            Bucket=bucket, Key="w", Body=body, ChecksumCRC32C=base64.b64encode(b"\0\0\0\0").decode()
+        )
+    assert code_of(wrong) == "BadDigest"
+
+
+def test_bad_digests_store_nothing(s3, store_root) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    body = b"the body"
+    wrong_crc = base64.b64encode(zlib.crc32(b"another").to_bytes(4, "big")).decode()
+    wrong_md5 = base64.b64encode(hashlib.md5(b"another").digest()).decode()
+    cases = [
+        ({"ChecksumCRC32": wrong_crc}, "BadDigest"),
+        ({"ChecksumSHA256": base64.b64encode(b"short").decode()}, "InvalidRequest"),
+        ({"ContentMD5": wrong_md5}, "BadDigest"),
+        ({"ContentMD5": "not base64!"}, "InvalidDigest"),
+    ]
+    for extra, code in cases:
+        with pytest.raises(ClientError) as refused:
+            s3.put_object(Bucket=bucket, Key="k", Body=body, **extra)
+        assert code_of(refused) == code, extra
+    assert nothing_stored(store_root, bucket)
+
+
+# --- refused keys -------------------------------------------------------------------------------
+
+
+def test_refused_keys_store_nothing(s3, store_root) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    refused_keys = [("k" * 1025, "KeyTooLongError"), ("a/../b", "InvalidArgument"),
+                    ("../escape", "InvalidArgument"), ("./x", "InvalidArgument"),
+                    ("nul\x00byte", "InvalidArgument")]  # fmt: skip
+    for key, code in refused_keys:
+        for call, kwargs in (
+            (s3.put_object, {"Body": b"x"}),
+            (s3.create_multipart_upload, {}),
+            (s3.copy_object, {"CopySource": {"Bucket": bucket, "Key": "none"}}),
+        ):
+            with pytest.raises(ClientError) as refused:
+                call(Bucket=bucket, Key=key, **kwargs)
+            assert code_of(refused) == code, key
+    assert nothing_stored(store_root, bucket)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k" * 1024, Body=b"longest")  # the limit itself is fine
+    assert s3.get_object(Bucket=bucket, Key="k" * 1024)["Body"].read() == b"longest"
