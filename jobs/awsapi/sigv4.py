@@ -35,6 +35,8 @@ not a success, so botocore's own retries — which re-sign, but may land in the 
 so carry the same signature — go through after a 5xx or a throttle. Reads (``Describe*``,
 ``List*``, ``Get*``, S3 GET/HEAD, ...) are not guarded: repeating one changes nothing, and SDK
 waiters and ``aws logs tail`` repeat them. Claims older than twice the window are purged.
+``X-Amz-Date`` counts seconds: the same write signed twice within one second has one signature,
+and the second is refused like a replay (such a duplicate would fail anyway: ``ResourceInUse``).
 
 Secrets are compared with ``hmac.compare_digest``. Errors are ``AuthError`` with a ``kind``;
 the dispatcher turns a kind into each protocol's code and status (``views.AUTH_ERRORS``).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
+import time
 import urllib.parse
 from urllib.parse import unquote
 
@@ -325,3 +326,28 @@ def test_errors_carry_a_request_id_and_no_html(api) -> None:
     assert "<Code>MissingAuthenticationToken</Code>" in body and "<html" not in body.lower()
     assert response.getheader("x-amzn-RequestId")
     conn.close()
+
+
+def test_a_captured_successful_write_replayed_is_refused_and_changes_nothing(api, tmp_path) -> None:
+    """CreateTrainingJob answered once; the same bytes again are refused before any handler
+    (not ResourceInUse, which would mean the handler ran), and no second job exists."""
+    from tests.local.jobs import training_request, unique
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "hello.py").write_text("print('hello')\n")
+    name = unique("replayed")
+    sm = api.client("sagemaker")
+    _capture_and_replay(sm, "before-send.sagemaker.CreateTrainingJob")
+    request = training_request(name, code, "hello.py", tmp_path / "out")
+    sm.create_training_job(**request)
+    replayed, _, response = code_of(lambda: sm.create_training_job(**request))
+    assert replayed == "InvalidSignatureException"
+    assert "already received and answered" in response["Error"]["Message"]
+    # A fresh signature of the same request reaches the handler: AWS's answer to a duplicate.
+    # (Signed in the same second, the same request has the same signature: wait for the next.)
+    time.sleep(1.05 - time.time() % 1)
+    fresh, _, _ = code_of(lambda: api.client("sagemaker").create_training_job(**request))
+    assert fresh == "ResourceInUse"
+    names = [j["TrainingJobName"] for j in sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"]]
+    assert names == [name]
