@@ -79,6 +79,13 @@ def row_fields(request: Mapping[str, Any]) -> dict[str, Any]:
     """The dashboard row of a ``CreateTrainingJob`` request."""
     found = job_fields({**request, "TrainingJobStatus": Status.SUBMITTING})
     fields = {key: found[key] for key in _ROW_FIELDS}
+    for key, member in (("entry_point", "sagemaker_program"), ("source_uri", "sagemaker_submit_directory")):
+        limit = TrainingJob._meta.get_field(key).max_length
+        if len(fields[key]) > limit:  # the history keeps no more (AWS allows a 2,500-character value)
+            raise ApiError(
+                "ValidationException",
+                f"The hyperparameter {member} is longer than anyjob keeps ({limit} characters).",
+            )
     fields["max_runtime_seconds"] = int(fields["max_runtime_seconds"])
     fields["volume_size_gb"] = int(fields["volume_size_gb"] or 1)
     fields["instance_count"] = int(fields["instance_count"] or 1)

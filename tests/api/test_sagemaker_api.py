@@ -219,6 +219,9 @@ def test_request_limits_are_the_forms_and_a_refused_request_leaves_nothing(clien
         "at 'hyperParameters' failed to satisfy constraint: Member must have length less than or equal to 100"
         in (error["Error"]["Message"])
     )
+    long_program = training_request("long-program", code, program="a" * 300 + ".py")
+    error = error_of(lambda: sm.create_training_job(**long_program))
+    assert "sagemaker_program is longer than anyjob keeps (255 characters)" in error["Error"]["Message"]
     outside = training_request("outside-roots", code)
     outside["OutputDataConfig"]["S3OutputPath"] = "file:///etc/anyjob-output"
     error = error_of(lambda: sm.create_training_job(**outside))
