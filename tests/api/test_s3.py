@@ -562,3 +562,189 @@ def test_refused_keys_store_nothing(s3, store_root) -> None:
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="k" * 1024, Body=b"longest")  # the limit itself is fine
     assert s3.get_object(Bucket=bucket, Key="k" * 1024)["Body"].read() == b"longest"
+
+
+# --- requests botocore would not send -----------------------------------------------------------
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+
+
+def sign(
+    method: str, url: str, key: tuple[str, str], headers: dict[str, str], payload_hash: str
+) -> dict[str, str]:
+    """``headers`` plus SigV4's, signed by botocore's own S3 signer with ``payload_hash`` as the
+    payload line (what a client that streams, or lies, would put there)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    class Fixed(S3SigV4Auth):
+        def payload(self, request: Any) -> str:
+            return payload_hash
+
+    request = AWSRequest(method=method, url=url, headers=headers)
+    Fixed(Credentials(*key), "s3", REGION).add_auth(request)
+    return dict(request.headers.items())
+
+
+def chunk_signer(headers: dict[str, str], secret: str):
+    """The chunk signatures a signing client computes: each over the previous one."""
+    import hmac
+
+    amz_date = headers["X-Amz-Date"]
+    scope = f"{amz_date[:8]}/{REGION}/s3/aws4_request"
+    k = ("AWS4" + secret).encode()
+    for part in (amz_date[:8], REGION, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    previous = [headers["Authorization"].rsplit("Signature=", 1)[1]]
+
+    def sign_chunk(data: bytes) -> str:
+        text = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous[0], EMPTY_SHA256,
+                          hashlib.sha256(data).hexdigest()])  # fmt: skip
+        previous[0] = hmac.new(k, text.encode(), hashlib.sha256).hexdigest()
+        return previous[0]
+
+    return sign_chunk
+
+
+def chunked(data: bytes, size: int, *, signer=None, trailer: str = "") -> bytes:
+    pieces = [data[i : i + size] for i in range(0, len(data), size)] + [b""]
+    out = b""
+    for piece in pieces:
+        head = f"{len(piece):x}" + (f";chunk-signature={signer(piece)}" if signer else "")
+        out += head.encode() + b"\r\n" + piece + (b"\r\n" if piece else b"")
+    return out + trailer.encode() + b"\r\n"
+
+
+def send(method: str, url: str, headers: dict[str, str], body: bytes = b"") -> requests.Response:
+    return requests.request(
+        method, url, headers=headers, data=body, timeout=30, proxies={"http": None, "https": None}
+    )
+
+
+def error_code(response: requests.Response) -> str:
+    import xml.etree.ElementTree as ET
+
+    return ET.fromstring(response.content).findtext("Code") or ""
+
+
+@pytest.fixture
+def raw(live_server, keys, s3_for, alice):
+    """(bucket URL, key, boto3 client) for crafting requests by hand."""
+    key = keys(alice)
+    client = s3_for(alice)
+    bucket = bucket_name()
+    client.create_bucket(Bucket=bucket)
+    return f"{live_server.url}/aws/{bucket}", key, client, bucket
+
+
+def test_aws_chunked_with_a_trailing_checksum(raw, store_root) -> None:
+    """STREAMING-UNSIGNED-PAYLOAD-TRAILER, as botocore sends uploads over HTTPS."""
+    base, key, client, bucket = raw
+    data = os.urandom(200_000)
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+               "x-amz-trailer": "x-amz-checksum-crc32", "Content-Type": "text/csv"}  # fmt: skip
+    good = send("PUT", f"{base}/streamed", sign("PUT", f"{base}/streamed", key, {**headers, "x-amz-meta-try": "1"}, TRAILER),
+                chunked(data, 65536, trailer=f"x-amz-checksum-crc32:{crc}\r\n"))  # fmt: skip
+    assert good.status_code == 200, good.text
+    assert good.headers["x-amz-checksum-crc32"] == crc
+    got = client.get_object(Bucket=bucket, Key="streamed", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data and got["ContentType"] == "text/csv" and got["ChecksumCRC32"] == crc
+    assert got["Metadata"] == {"try": "1"}
+    assert "ContentEncoding" not in got  # aws-chunked is the transfer's, not the object's
+    client.delete_object(Bucket=bucket, Key="streamed")
+    wrong = base64.b64encode(zlib.crc32(b"x").to_bytes(4, "big")).decode()
+    bad = send("PUT", f"{base}/streamed", sign("PUT", f"{base}/streamed", key, {**headers, "x-amz-meta-try": "2"}, TRAILER),
+               chunked(data, 65536, trailer=f"x-amz-checksum-crc32:{wrong}\r\n"))  # fmt: skip
+    assert (bad.status_code, error_code(bad)) == (400, "BadDigest")
+    short = send("PUT", f"{base}/streamed", sign("PUT", f"{base}/streamed", key, {**headers, "x-amz-meta-try": "3"}, TRAILER),
+                 chunked(data[:-1], 65536, trailer=f"x-amz-checksum-crc32:{crc}\r\n"))  # fmt: skip
+    assert (short.status_code, error_code(short)) == (400, "IncompleteBody")
+    assert nothing_stored(store_root, bucket)
+
+
+def test_signed_chunks_are_verified(raw, store_root) -> None:
+    """STREAMING-AWS4-HMAC-SHA256-PAYLOAD: every chunk signed; a chunk changed on the way fails."""
+    base, key, client, bucket = raw
+    data = os.urandom(150_000)
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data))}
+    signed = sign("PUT", f"{base}/signed", key, headers, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+    good = send("PUT", f"{base}/signed", signed, chunked(data, 65536, signer=chunk_signer(signed, key[1])))
+    assert good.status_code == 200, good.text
+    assert client.get_object(Bucket=bucket, Key="signed")["Body"].read() == data
+    client.delete_object(Bucket=bucket, Key="signed")
+    time.sleep(1.05)  # a new signature, not a replay of the one above
+    signed = sign("PUT", f"{base}/signed", key, headers, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+    body = bytearray(chunked(data, 65536, signer=chunk_signer(signed, key[1])))
+    body[-200] ^= 1  # a byte of the last data chunk, after it was signed
+    forged = send("PUT", f"{base}/signed", signed, bytes(body))
+    assert (forged.status_code, error_code(forged)) == (403, "SignatureDoesNotMatch")
+    unsigned = send("PUT", f"{base}/signed2", sign("PUT", f"{base}/signed2", key, headers,
+                    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"), chunked(data, 65536))  # fmt: skip
+    assert (unsigned.status_code, error_code(unsigned)) == (403, "SignatureDoesNotMatch")
+    assert nothing_stored(store_root, bucket)
+
+
+def test_a_body_that_is_not_the_signed_hash_is_refused(raw, store_root) -> None:
+    base, key, client, bucket = raw
+    headers = sign("PUT", f"{base}/k", key, {}, hashlib.sha256(b"what was signed").hexdigest())
+    answer = send("PUT", f"{base}/k", headers, b"what was sent")
+    assert (answer.status_code, error_code(answer)) == (400, "XAmzContentSHA256Mismatch")
+    assert nothing_stored(store_root, bucket)
+
+
+def test_a_single_put_over_5_gb_is_refused_before_its_body(raw, store_root) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    base, key, client, bucket = raw
+    url = urlsplit(f"{base}/huge")
+    headers = sign("PUT", f"{base}/huge", key, {}, "UNSIGNED-PAYLOAD")
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    connection.putrequest("PUT", url.path, skip_host=True, skip_accept_encoding=True)
+    for name, value in {**headers, "Host": url.netloc, "Content-Length": str(5 * 1024**3 + 1)}.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    connection.send(b"only the start of it")
+    started = time.monotonic()
+    answer = connection.getresponse()
+    body = answer.read()
+    connection.close()
+    assert answer.status == 400 and b"<Code>EntityTooLarge</Code>" in body
+    assert b"<MaxSizeAllowed>5368709120</MaxSizeAllowed>" in body
+    assert time.monotonic() - started < 5
+    assert nothing_stored(store_root, bucket)
+
+
+def test_delete_objects_needs_a_digest_and_well_formed_xml(raw) -> None:
+    base, key, client, bucket = raw
+    client.put_object(Bucket=bucket, Key="keep", Body=b"x")
+    xml = b"<Delete><Object><Key>keep</Key></Object></Delete>"
+    plain = send(
+        "POST",
+        f"{base}?delete",
+        sign("POST", f"{base}?delete", key, {}, hashlib.sha256(xml).hexdigest()),
+        xml,
+    )
+    assert (plain.status_code, error_code(plain)) == (400, "InvalidRequest")
+    entity = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+              b"<Delete><Object><Key>&x;</Key></Object></Delete>")  # fmt: skip
+    for body in (entity, b"<Delete><Object><Key>keep</Key>", b"<Other/>"):
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        headers = sign("POST", f"{base}?delete", key, {"Content-MD5": md5}, hashlib.sha256(body).hexdigest())
+        answer = send("POST", f"{base}?delete", headers, body)
+        assert (answer.status_code, error_code(answer)) == (400, "MalformedXML"), body
+    wrong = sign("POST", f"{base}?delete", key, {"Content-MD5": base64.b64encode(b"0" * 16).decode()},
+                 hashlib.sha256(xml).hexdigest())  # fmt: skip
+    assert error_code(send("POST", f"{base}?delete", wrong, xml)) == "BadDigest"
+    assert client.get_object(Bucket=bucket, Key="keep")["Body"].read() == b"x"
+
+
+def test_head_errors_have_no_body(raw) -> None:
+    base, key, client, bucket = raw
+    answer = requests.head(f"{base}/missing", headers=sign("HEAD", f"{base}/missing", key, {}, EMPTY_SHA256),
+                           timeout=10, proxies={"http": None, "https": None})  # fmt: skip
+    assert answer.status_code == 404 and answer.content == b""
+    assert answer.headers["x-amz-request-id"]
