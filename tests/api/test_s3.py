@@ -646,8 +646,12 @@ def test_aws_chunked_with_a_trailing_checksum(raw, store_root) -> None:
     crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
     headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
                "x-amz-trailer": "x-amz-checksum-crc32", "Content-Type": "text/csv"}  # fmt: skip
-    good = send("PUT", f"{base}/streamed", sign("PUT", f"{base}/streamed", key, {**headers, "x-amz-meta-try": "1"}, TRAILER),
-                chunked(data, 65536, trailer=f"x-amz-checksum-crc32:{crc}\r\n"))  # fmt: skip
+    url = f"{base}/streamed"
+
+    def put(attempt: str, body: bytes) -> requests.Response:
+        return send("PUT", url, sign("PUT", url, key, {**headers, "x-amz-meta-try": attempt}, TRAILER), body)
+
+    good = put("1", chunked(data, 65536, trailer=f"x-amz-checksum-crc32:{crc}\r\n"))
     assert good.status_code == 200, good.text
     assert good.headers["x-amz-checksum-crc32"] == crc
     got = client.get_object(Bucket=bucket, Key="streamed", ChecksumMode="ENABLED")
@@ -656,11 +660,9 @@ def test_aws_chunked_with_a_trailing_checksum(raw, store_root) -> None:
     assert "ContentEncoding" not in got  # aws-chunked is the transfer's, not the object's
     client.delete_object(Bucket=bucket, Key="streamed")
     wrong = base64.b64encode(zlib.crc32(b"x").to_bytes(4, "big")).decode()
-    bad = send("PUT", f"{base}/streamed", sign("PUT", f"{base}/streamed", key, {**headers, "x-amz-meta-try": "2"}, TRAILER),
-               chunked(data, 65536, trailer=f"x-amz-checksum-crc32:{wrong}\r\n"))  # fmt: skip
+    bad = put("2", chunked(data, 65536, trailer=f"x-amz-checksum-crc32:{wrong}\r\n"))
     assert (bad.status_code, error_code(bad)) == (400, "BadDigest")
-    short = send("PUT", f"{base}/streamed", sign("PUT", f"{base}/streamed", key, {**headers, "x-amz-meta-try": "3"}, TRAILER),
-                 chunked(data[:-1], 65536, trailer=f"x-amz-checksum-crc32:{crc}\r\n"))  # fmt: skip
+    short = put("3", chunked(data[:-1], 65536, trailer=f"x-amz-checksum-crc32:{crc}\r\n"))
     assert (short.status_code, error_code(short)) == (400, "IncompleteBody")
     assert nothing_stored(store_root, bucket)
 
@@ -688,7 +690,7 @@ def test_signed_chunks_are_verified(raw, store_root) -> None:
 
 
 def test_a_body_that_is_not_the_signed_hash_is_refused(raw, store_root) -> None:
-    base, key, client, bucket = raw
+    base, key, _, bucket = raw
     headers = sign("PUT", f"{base}/k", key, {}, hashlib.sha256(b"what was signed").hexdigest())
     answer = send("PUT", f"{base}/k", headers, b"what was sent")
     assert (answer.status_code, error_code(answer)) == (400, "XAmzContentSHA256Mismatch")
@@ -699,7 +701,7 @@ def test_a_single_put_over_5_gb_is_refused_before_its_body(raw, store_root) -> N
     import http.client
     from urllib.parse import urlsplit
 
-    base, key, client, bucket = raw
+    base, key, _, bucket = raw
     url = urlsplit(f"{base}/huge")
     headers = sign("PUT", f"{base}/huge", key, {}, "UNSIGNED-PAYLOAD")
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
@@ -743,7 +745,7 @@ def test_delete_objects_needs_a_digest_and_well_formed_xml(raw) -> None:
 
 
 def test_head_errors_have_no_body(raw) -> None:
-    base, key, client, bucket = raw
+    base, key, _, _ = raw
     answer = requests.head(f"{base}/missing", headers=sign("HEAD", f"{base}/missing", key, {}, EMPTY_SHA256),
                            timeout=10, proxies={"http": None, "https": None})  # fmt: skip
     assert answer.status_code == 404 and answer.content == b""
