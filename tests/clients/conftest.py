@@ -45,8 +45,9 @@ CODE = HERE / "code"
 OUTPUT = ROOT / "test-output" / "clients"
 #: What the SDKs read as their defaults file: telemetry off (both v2 and v3 honour this key).
 SDK_CONFIG = "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
-#: The account the roles name; any will do, anyjob's IAM answers for its own.
-ROLE_ARN = "arn:aws:iam::000000000000:role/anyjob-clients"
+#: The role jobs run under: anyjob's default (``ANYJOB_ROLE_ARN``), which its IAM knows (GetRole,
+#: SimulatePrincipalPolicy) as SDK v3 requires.
+ROLE_ARN = "arn:aws:iam::000000000000:role/anyjob-local"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -105,10 +106,14 @@ class Client:
 
     def script(self, venv: venvs.Venv, name: str, *args: str, **kwargs) -> dict:
         """Run ``scripts/<name>`` with the venv's python; its last stdout line is JSON: returned."""
+        return self.script_output(venv, name, *args, **kwargs)[0]
+
+    def script_output(self, venv: venvs.Venv, name: str, *args: str, **kwargs) -> tuple[dict, str]:
+        """``script``'s findings, and everything the script printed (stdout and stderr)."""
         done = self.run(venv, str(SCRIPTS / name), *args, **kwargs)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         assert lines, f"{name} printed no result\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        return json.loads(lines[-1])
+        return json.loads(lines[-1]), done.stdout + done.stderr
 
 
 def venv_fixture(name: str):

@@ -16,24 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.clients.conftest import Client, unique
+from tests.clients.findings import expect, no_errors
 
 pytestmark = pytest.mark.timeout(600)
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/anyjob/generic:latest"
-
-
-def no_errors(found: dict) -> None:
-    assert not found["errors"], json.dumps(found["errors"], indent=1)
-
-
-def expect(found: dict, **wanted) -> None:
-    """Every finding against what AWS answers (a value, or a predicate), all mismatches at once."""
-    wrong = {}
-    for key, want in wanted.items():
-        got = found.get(key, "<missing>")
-        if not (want(got) if callable(want) else got == want):
-            wrong[key] = {"got": got, "want": "(see test)" if callable(want) else want}
-    assert not wrong, json.dumps(wrong, indent=1, default=str)
 
 
 # --- boto3 ------------------------------------------------------------------------------------

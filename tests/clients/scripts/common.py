@@ -28,7 +28,7 @@ def step(name):
     try:
         yield
     except Exception as exc:  # recorded, and the script goes on
-        found["errors"][name] = f"{type(exc).__name__}: {exc}"[:1500]
+        found["errors"][name] = f"{type(exc).__name__}: {exc}"[:4000]
         print(f"step {name} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
 
 
