@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from jobs.awsapi import s3_store
-from tests.api.sagemaker_support import no_proxy  # noqa: F401 - fixture
+from tests.api.sagemaker_support import client_for_fixture, image_env, no_proxy  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -750,3 +750,64 @@ def test_head_errors_have_no_body(raw) -> None:
                            timeout=10, proxies={"http": None, "https": None})  # fmt: skip
     assert answer.status_code == 404 and answer.content == b""
     assert answer.headers["x-amz-request-id"]
+
+
+# --- the local backend reads the same objects ---------------------------------------------------
+
+CHANNEL_TRAIN = """\
+import json, os
+channel = os.environ["SM_CHANNEL_TRAIN"]
+seen = {}
+for folder, _, names in os.walk(channel):
+    for n in names:
+        path = os.path.join(folder, n)
+        seen[os.path.relpath(path, channel)] = open(path).read()
+open(os.path.join(os.environ["SM_MODEL_DIR"], "seen.json"), "w").write(json.dumps(seen, sort_keys=True))
+print("staged", len(seen), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_local_job_stages_channels_uploaded_through_the_api_and_writes_back(
+    client_for, s3_for, alice, settings, monkeypatch, tmp_path, local_role
+) -> None:
+    """Data put with boto3 through ``/aws`` is a local job's ``s3://`` channel, and the job's
+    ``model.tar.gz`` lands in the same store, read back with boto3 (ANYJOB_S3=embedded with a
+    mapped role: an unmapped role may name no ``s3://`` location yet, see the report)."""
+    import io
+    import json
+    import tarfile
+
+    from jobs import storage
+    from tests.api.sagemaker_support import FAST_WAITER, training_request, upload_code
+
+    for name, value in (("ANYJOB_S3", "embedded"), ("ANYJOB_S3_ROOT", str(settings.ANYJOB_S3_ROOT))):
+        monkeypatch.setenv(name, value)  # the job's own process reads them too
+    settings.ANYJOB_S3 = "embedded"
+    s3 = s3_for(alice)
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="train/a.csv", Body=b"1,2\n")
+    s3.put_object(Bucket=bucket, Key="train/sub/b.csv", Body=b"3,4\n")
+    s3.put_object(Bucket=bucket, Key="training-not/c.csv", Body=b"not mine\n")
+    sm = client_for(alice)
+    job = f"s3-channel-{uuid.uuid4().hex[:6]}"
+    request = training_request(job, upload_code(job, {"train.py": CHANNEL_TRAIN}))
+    request["InputDataConfig"] = [
+        {"ChannelName": "train", "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+         "S3Uri": f"s3://{bucket}/train/", "S3DataDistributionType": "FullyReplicated"}}}
+    ]  # fmt: skip
+    request["OutputDataConfig"] = {"S3OutputPath": f"s3://{bucket}/output"}
+    request.pop("DebugHookConfig"), request.pop("ProfilerConfig")
+    sm.create_training_job(**request)
+    sm.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=job, WaiterConfig=FAST_WAITER)
+    described = sm.describe_training_job(TrainingJobName=job)
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    assert (
+        described["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/output/{job}/output/model.tar.gz"
+    )
+    archive = s3.get_object(Bucket=bucket, Key=f"output/{job}/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        seen = json.loads(tar.extractfile("seen.json").read())
+    assert seen == {"a.csv": "1,2\n", "sub/b.csv": "3,4\n"}
+    assert storage.exists(f"s3://{bucket}/output/{job}/output/model.tar.gz")
