@@ -27,9 +27,11 @@ lint: $(STAMP)
 # The PostgreSQL pass: the suite's tests that touch the database, again on a real PostgreSQL
 # server the tests start (tests/postgres.py). Left out: the modules with no database (the
 # container, the launcher, start-up errors, bundles, requests, the image environment) and the
-# browser tests (their stack keeps its own SQLite file, as `make run` does).
+# browser tests and the real clients' tests (their stack keeps its own SQLite file, as `make run`
+# does: a second pass would take minutes and test nothing new).
 POSTGRES_SKIP := tests/container tests/browser tests/test_make_run.py tests/test_launcher.py \
-	tests/test_start_errors.py tests/test_bundles.py tests/test_requests.py tests/local/test_image.py
+	tests/test_start_errors.py tests/test_bundles.py tests/test_requests.py tests/local/test_image.py \
+	tests/clients
 
 test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest
@@ -51,6 +53,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/team_load.py
 	$(BIN)/python bench/api_first_line.py
+	$(BIN)/python bench/aws_api.py
 
 # Embedded Redis, one Celery worker + beat and the web server on 127.0.0.1:8000 (webapp/run.py).
 run: $(STAMP)
