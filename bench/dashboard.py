@@ -36,14 +36,20 @@ A miss is reported, not an error (exit 0). ``--explain`` prints each page's SQL,
 The seeded job pages have no log in the local backend (the log tail costs one lookup); the job
 run for the purpose has one.
 
+``--seeded DIR`` keeps the seeded databases (1,000 jobs, and ``--count``) in ``DIR`` and, on a
+later run, restores them instead of seeding again (100,000 jobs take minutes): a SQLite copy,
+or a ``pg_dump`` restored into the new server. They are keyed by database, count and the
+``seed_jobs`` source, and migrated after the restore (a new migration is measured too).
+
 Run: ``make bench`` or ``.venv/bin/python bench/dashboard.py [--count N] [--runs N]
-[--database sqlite|postgres|both] [--explain] [--keep]``.
+[--database sqlite|postgres|both] [--explain] [--keep] [--seeded DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import io
 import itertools
 import json
@@ -108,12 +114,14 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="print each page's queries and plans")
     parser.add_argument("--keep", action="store_true", help=f"keep the SQLite database ({VAR})")
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--seeded", metavar="DIR", help="keep the seeded databases in DIR, reuse them later")
     args = parser.parse_args()
     if not args.keep:
         atexit.register(shutil.rmtree, VAR, ignore_errors=True)
     if args.database == "both":
         side_by_side(args)
         return
+    server = None
     if args.database == "postgres":
         from tests.postgres import Server
 
@@ -141,7 +149,19 @@ def main() -> None:
     Path(VAR, "static").mkdir(exist_ok=True)  # whitenoise looks there too
     call_command("migrate", verbosity=0)
     client = Client()
-    client.force_login(get_user_model().objects.create_user("bench"))
+    snapshots = Snapshots(args.seeded, server)
+
+    def seed(count: int) -> tuple[float, float] | None:
+        """Seeds up to ``count`` jobs, or restores them (``--seeded``); the seeding's wall and
+        CPU seconds (those of the run that seeded, when restored); the user signed in again."""
+        took = snapshots.restore(count)
+        if took is None:
+            started, cpu = time.perf_counter(), time.process_time()
+            call_command("seed_jobs", count=count, stdout=io.StringIO())
+            took = time.perf_counter() - started, time.process_time() - cpu
+            snapshots.save(count, took)
+        client.force_login(get_user_model().objects.get_or_create(username="bench")[0])
+        return took
 
     def get(url: str | tuple[str, ...]) -> None:
         """One URL, a ("htmx", URL) fragment request, or a tuple of those (a page as loaded)."""
@@ -194,13 +214,10 @@ def main() -> None:
             "job detail (failed clone)": f"/jobs/{job.name}/",
         }
 
-    call_command("seed_jobs", count=small, stdout=io.StringIO())
+    seed(small)
     counts_small = {label: len(queries(url)) for label, url in pages().items()}
 
-    started = time.perf_counter()
-    cpu = time.process_time()
-    call_command("seed_jobs", count=args.count, stdout=io.StringIO())
-    seed_s, seed_cpu = time.perf_counter() - started, time.process_time() - cpu
+    seed_s, seed_cpu = seed(args.count)
     if connection.vendor == "postgresql":
         # What autovacuum does soon after a bulk load: statistics for the planner, and the
         # visibility map that lets index-only scans skip the table.
@@ -242,7 +259,8 @@ def main() -> None:
             size, version = cursor.fetchone()
         database = f"{version.split(' on ')[0]}, {size / 1e6:,.0f} MB"
     print(f"dashboard: {args.count:,} jobs ({database}), {args.runs} timed requests a page, round-robin")
-    print(f"  seed_jobs: {args.count - small:,} jobs in {seed_s:.1f} s ({seed_cpu:.1f} s CPU)")
+    restored = f" (restored from {args.seeded}: the run that seeded them)" if snapshots.restored else ""
+    print(f"  seed_jobs: {args.count - small:,} jobs in {seed_s:.1f} s ({seed_cpu:.1f} s CPU){restored}")
     base = statistics.median(timings["baseline /accounts/login/"])
     header = f"  {'page':42} {'median ms':>9} {'p95 ms':>7} {'x base':>7} {'queries':>14}  target"
     print(header)
@@ -403,6 +421,7 @@ def side_by_side(args: argparse.Namespace) -> None:
     for database in ("sqlite", "postgres"):
         argv = [sys.executable, __file__, "--database", database, "--count", str(args.count)]
         argv += ["--runs", str(args.runs)] + (["--explain"] if args.explain else [])
+        argv += ["--seeded", args.seeded] if args.seeded else []
         done = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
         print(done.stdout, end="")
         if done.returncode != 0:
@@ -419,6 +438,78 @@ def side_by_side(args: argparse.Namespace) -> None:
     print(f"  {'seed_jobs (s)':42} {sqlite['seed_s']:>18} {postgres['seed_s']:>18}")
     polling = f"polling while {RUNNING} jobs run (ms/s)"
     print(f"  {polling:42} {sqlite['polling_ms_per_s']:>18} {postgres['polling_ms_per_s']:>18}")
+
+
+class Snapshots:
+    """``--seeded DIR``: the seeded databases kept between runs, one per database, count and
+    ``seed_jobs`` source (a changed seeder seeds again). SQLite: a copy made with SQLite's
+    backup API; PostgreSQL: ``pg_dump -Fc``, restored into this run's fresh server."""
+
+    def __init__(self, folder: str | None, server) -> None:
+        self.folder = Path(folder) if folder else None
+        self.server = server
+        self.restored = False
+        source = (REPO / "jobs" / "management" / "commands" / "seed_jobs.py").read_bytes()
+        self.key = hashlib.sha256(source).hexdigest()[:12]
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, count: int) -> Path:
+        vendor = "postgres" if self.server else "sqlite"
+        return self.folder / f"{vendor}-{count}-{self.key}.{'dump' if self.server else 'sqlite3'}"
+
+    def restore(self, count: int) -> tuple[float, float] | None:
+        """The seeded database of ``count`` jobs put in place (and migrated), or None."""
+        if not self.folder or not self._path(count).exists():
+            return None
+        from django.core.management import call_command
+        from django.db import connections
+
+        connections.close_all()
+        path = self._path(count)
+        if self.server:
+            import psycopg
+
+            host = self.server.host
+            with psycopg.connect(host=host, user="anyjob", dbname="postgres", autocommit=True) as c:
+                c.execute("DROP DATABASE IF EXISTS anyjob_bench WITH (FORCE)")
+                c.execute("CREATE DATABASE anyjob_bench")
+            self._pg("pg_restore", "--no-owner", "-d", "anyjob_bench", str(path))
+        else:
+            self._sqlite_copy(path, Path(VAR) / "anyjob.sqlite3")
+        call_command("migrate", verbosity=0)
+        self.restored = True
+        seeded = json.loads(path.with_suffix(".json").read_text())
+        return seeded["seed_s"], seeded["seed_cpu_s"]
+
+    def save(self, count: int, took: tuple[float, float]) -> None:
+        if not self.folder:
+            return
+        from django.db import connections
+
+        connections.close_all()
+        path = self._path(count)
+        partial = path.with_name(path.name + ".partial")
+        if self.server:
+            self._pg("pg_dump", "-Fc", "-d", "anyjob_bench", "-f", str(partial))
+        else:
+            self._sqlite_copy(Path(VAR) / "anyjob.sqlite3", partial)
+        partial.replace(path)
+        path.with_suffix(".json").write_text(json.dumps({"seed_s": took[0], "seed_cpu_s": took[1]}))
+
+    def _pg(self, tool: str, *argv: str) -> None:
+        from tests.postgres import bin_dir
+
+        subprocess.run([str(bin_dir() / tool), "-h", self.server.host, "-U", "anyjob", *argv], check=True)
+
+    @staticmethod
+    def _sqlite_copy(source: Path, target: Path) -> None:
+        import sqlite3
+
+        with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
 
 
 def explain(urls: dict[str, str], queries) -> None:
