@@ -811,3 +811,50 @@ def test_a_local_job_stages_channels_uploaded_through_the_api_and_writes_back(
         seen = json.loads(tar.extractfile("seen.json").read())
     assert seen == {"a.csv": "1,2\n", "sub/b.csv": "3,4\n"}
     assert storage.exists(f"s3://{bucket}/output/{job}/output/model.tar.gz")
+
+
+# --- through gunicorn ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_through_gunicorn_unicode_keys_and_a_transfer(web_server, tmp_path, no_proxy) -> None:  # noqa: F811
+    """The real web server (``webapp.run web``): keys beyond ASCII as the client encoded them
+    (gunicorn keeps the raw path), and the transfer manager's parallel multipart upload with
+    ``Expect: 100-continue``."""
+    done = web_server.manage("create_access_key", "admin")
+    assert done.returncode == 0, done.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.strip().splitlines())
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=exports["AWS_ENDPOINT_URL"],
+        region_name=exports["AWS_DEFAULT_REGION"],
+        aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
+        config=CONFIG,
+    )
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    keys = ["ünï/cödé.csv", "日本/データ", "emoji/🙂", "ünï/Cödé.csv"]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    for key in keys:
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == key.encode()
+    listed = s3.list_objects_v2(Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in listed["CommonPrefixes"]] == sorted(
+        ["ünï/", "日本/", "emoji/"], key=lambda k: k.encode()
+    )
+    with pytest.raises(ClientError) as too_long:
+        s3.put_object(Bucket=bucket, Key="é" * 513, Body=b"x")  # 513 characters, 1,026 bytes
+    assert code_of(too_long) == "KeyTooLongError"
+    source = tmp_path / "thirty.bin"
+    source.write_bytes(os.urandom(30 * MiB))
+    started = time.monotonic()
+    s3.upload_file(str(source), bucket, "big/thirty.bin")
+    took = time.monotonic() - started
+    assert s3.head_object(Bucket=bucket, Key="big/thirty.bin")["ETag"].endswith('-4"')
+    back = tmp_path / "back.bin"
+    s3.download_file(bucket, "big/thirty.bin", str(back))
+    assert back.read_bytes() == source.read_bytes()
+    assert took < 20, f"30 MB took {took:.1f} s"  # no second lost per part waiting for 100-continue
+    store = Path(web_server.env["ANYJOB_VAR_DIR"]) / "artifacts" / "s3"
+    assert s3_store.Store(store).head(bucket, "日本/データ").size == len("日本/データ".encode())
