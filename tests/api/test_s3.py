@@ -858,3 +858,23 @@ def test_through_gunicorn_unicode_keys_and_a_transfer(web_server, tmp_path, no_p
     assert took < 20, f"30 MB took {took:.1f} s"  # no second lost per part waiting for 100-continue
     store = Path(web_server.env["ANYJOB_VAR_DIR"]) / "artifacts" / "s3"
     assert s3_store.Store(store).head(bucket, "日本/データ").size == len("日本/データ".encode())
+
+
+def test_managed_copy_of_a_large_object_uses_upload_part_copy(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    body = os.urandom(17 * MiB)
+    s3.put_object(Bucket=bucket, Key="big", Body=body, ContentType="application/x-big")
+    s3.copy({"Bucket": bucket, "Key": "big"}, bucket, "big-copy")  # parts of 8 MiB: UploadPartCopy
+    head = s3.head_object(Bucket=bucket, Key="big-copy")
+    assert head["ETag"].endswith('-3"') and head["ContentType"] == "application/x-big"
+    assert s3.get_object(Bucket=bucket, Key="big-copy")["Body"].read() == body
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="part")["UploadId"]
+    source = {"Bucket": bucket, "Key": "big"}
+    with pytest.raises(ClientError) as outside:
+        s3.upload_part_copy(Bucket=bucket, Key="part", UploadId=uid, PartNumber=1, CopySource=source,
+                            CopySourceRange=f"bytes=0-{len(body)}")  # fmt: skip
+    assert code_of(outside) == "InvalidArgument"
+    part = s3.upload_part_copy(Bucket=bucket, Key="part", UploadId=uid, PartNumber=1, CopySource=source,
+                               CopySourceRange="bytes=10-19")  # fmt: skip
+    assert part["CopyPartResult"]["ETag"] == f'"{hashlib.md5(body[10:20]).hexdigest()}"'
