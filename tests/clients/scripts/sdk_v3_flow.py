@@ -10,8 +10,8 @@ from common import CODE, IMAGE, ROLE, done, found, step, tar_member
 
 bucket, base = sys.argv[1], sys.argv[2]
 with step("import"):
+    from sagemaker.core.training.configs import Compute, SourceCode
     from sagemaker.train import ModelTrainer, Session
-    from sagemaker.train.configs import Compute, SourceCode
 
 boto_session = boto3.Session()
 with step("construct"):
