@@ -220,6 +220,10 @@ def test_conditional_get(s3) -> None:
         s3.get_object(Bucket=bucket, Key="c", IfMatch='"0000"')
     assert code_of(failed) == "PreconditionFailed"
     assert s3.get_object(Bucket=bucket, Key="c", IfMatch=etag)["Body"].read() == b"cached"
+    later = s3.head_object(Bucket=bucket, Key="c")["LastModified"]
+    with pytest.raises(ClientError) as not_since:
+        s3.get_object(Bucket=bucket, Key="c", IfModifiedSince=later)
+    assert not_since.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
 
 
 def test_keys_are_rows_not_paths_folders_and_case(s3) -> None:
@@ -287,6 +291,15 @@ def test_listing_prefix_delimiter_pagination_and_url_encoding(s3) -> None:
     # ListObjects (v1) with markers, as older tools page.
     v1 = list(s3.get_paginator("list_objects").paginate(Bucket=bucket, PaginationConfig={"PageSize": 3}))
     assert [o["Key"] for p in v1 for o in p["Contents"]] == [o["Key"] for o in everything["Contents"]]
+    v1_folders = list(
+        s3.get_paginator("list_objects").paginate(
+            Bucket=bucket, Delimiter="/", PaginationConfig={"PageSize": 2}
+        )
+    )
+    assert [c["Prefix"] for p in v1_folders for c in p.get("CommonPrefixes", [])] == [
+        c["Prefix"] for c in top["CommonPrefixes"]
+    ]
+    assert all(p.get("NextMarker") for p in v1_folders[:-1])
     with pytest.raises(ClientError) as bad_token:
         s3.list_objects_v2(Bucket=bucket, ContinuationToken="not-a-token!")
     assert code_of(bad_token) == "InvalidArgument"
@@ -318,16 +331,29 @@ def test_copy_object_metadata_directives(s3) -> None:
     assert code_of(no_source) == "NoSuchKey"
 
 
+def sent_headers(client: Any) -> list[dict[str, str]]:
+    """The headers of every request ``client`` sends from now on (botocore's own event)."""
+    seen: list[dict[str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        seen.append({k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
+
+    client.meta.events.register("before-send.s3.*", record)
+    return seen
+
+
 def test_delete_objects_loud_and_quiet(s3) -> None:
     bucket = bucket_name()
     s3.create_bucket(Bucket=bucket)
     for key in ("a", "b", "c", "d"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-    # Recent botocore sends x-amz-checksum-crc32 (not Content-MD5) with the XML body.
+    seen = sent_headers(s3)
     loud = s3.delete_objects(
         Bucket=bucket, Delete={"Objects": [{"Key": "a"}, {"Key": "b"}, {"Key": "missing"}]}
     )
     assert sorted(d["Key"] for d in loud["Deleted"]) == ["a", "b", "missing"]
+    # Recent botocore sends x-amz-checksum-crc32, not Content-MD5, with the XML body: checked.
+    assert "x-amz-checksum-crc32" in {k.lower() for k in seen[0]} and "Content-MD5" not in seen[0]
     quiet = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "c"}], "Quiet": True})
     assert "Deleted" not in quiet and "Errors" not in quiet
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["d"]
@@ -496,6 +522,18 @@ def test_checksums_botocore_computes_are_checked_and_echoed(s3, algorithm) -> No
     got = s3.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert got[f"Checksum{algorithm}"] == put[f"Checksum{algorithm}"]
     assert got["Body"].read() == body  # botocore checks the checksum as it reads
+
+
+def test_a_plain_put_object_carries_crc32_as_recent_botocore_sends_it(s3) -> None:
+    bucket = bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    seen = sent_headers(s3)
+    body = os.urandom(50_000)
+    put = s3.put_object(Bucket=bucket, Key="k", Body=body)  # no checksum asked for
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert seen[0]["x-amz-checksum-crc32"] == crc and put["ChecksumCRC32"] == crc
+    listed = s3.list_objects_v2(Bucket=bucket)["Contents"][0]
+    assert listed["ChecksumAlgorithm"] == ["CRC32"]
 
 
 def test_checksums_without_a_botocore_implementation(s3) -> None:
