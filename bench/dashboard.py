@@ -517,6 +517,7 @@ def explain(urls: dict[str, str], queries) -> None:
     from django.db import connection
 
     for label, url in urls.items():
+        url = next(url) if hasattr(url, "__next__") else url  # one of the running jobs
         print(f"\n{label} ({url})")
         for query in queries(url):
             sql = query["sql"]
