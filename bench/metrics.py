@@ -171,8 +171,8 @@ def main() -> None:
         "metrics.json (whole, downsampled)": f"/jobs/{one}/metrics.json",
         "metrics.json ?since= (last 50 steps)": f"/jobs/{one}/metrics.json?since={since}",
         "job page (charts' markup, rank)": f"/jobs/{one}/",
-        f"compare page, {JOBS} jobs": f"/jobs/compare/?jobs={joined}",
-        f"compare overlays' metrics.json, {JOBS} jobs": f"/jobs/compare/metrics.json?jobs={joined}",
+        f"compare page, {JOBS} jobs": f"/compare/?jobs={joined}",
+        f"compare overlays' metrics.json, {JOBS} jobs": f"/compare/metrics.json?jobs={joined}",
     }
     urls[f"compare page as loaded, {JOBS} jobs (both)"] = (
         urls[f"compare page, {JOBS} jobs"],
@@ -189,7 +189,7 @@ def main() -> None:
     counts = {label: queries(url) for label, url in urls.items()}
     two = ",".join(names[:2])
     compare_counts = {
-        n: (queries(f"/jobs/compare/?jobs={j}"), queries(f"/jobs/compare/metrics.json?jobs={j}"))
+        n: (queries(f"/compare/?jobs={j}"), queries(f"/compare/metrics.json?jobs={j}"))
         for n, j in ((2, two), (JOBS, joined))
     }
 

@@ -1,4 +1,4 @@
-"""The compare page: 2 to 20 jobs side by side (``/jobs/compare/?jobs=a,b,c``).
+"""The compare page: 2 to 20 jobs side by side (``/compare/?jobs=a,b,c``).
 
 What differs between them (hyperparameters, channels, resources, code, entry point, metrics; a
 toggle shows everything), one overlaid chart per metric with a line per job (``metrics.json``

@@ -1,4 +1,4 @@
-"""The compare page (``/jobs/compare/?jobs=a,b``) and its overlays' ``metrics.json``."""
+"""The compare page (``/compare/?jobs=a,b``) and its overlays' ``metrics.json``."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def curve(job: TrainingJob, name: str, values: list[float]) -> None:
 
 def page(client, *names: str, **params: str):
     query = "&".join([f"jobs={','.join(names)}", *(f"{k}={v}" for k, v in params.items())])
-    return client.get(f"/jobs/compare/?{query}")
+    return client.get(f"/compare/?{query}")
 
 
 def rows_of(body: str) -> dict[str, list[str]]:
@@ -74,10 +74,10 @@ def pair(alice, bob):
 
 
 def test_it_needs_a_signed_in_user(client, pair):
-    for url in ("/jobs/compare/?jobs=lr-small,lr-big", "/jobs/compare/metrics.json?jobs=lr-small,lr-big"):
+    for url in ("/compare/?jobs=lr-small,lr-big", "/compare/metrics.json?jobs=lr-small,lr-big"):
         response = client.get(url)
         assert response.status_code == 302
-        assert response["Location"].startswith("/accounts/login/?next=/jobs/compare/")
+        assert response["Location"].startswith("/accounts/login/?next=/compare/")
 
 
 def test_the_table_shows_only_what_differs(client, bob, pair):
@@ -142,11 +142,11 @@ def test_the_best_value_of_each_metric_row_follows_its_direction(client, bob, pa
 )
 def test_bad_lists_get_a_clear_page_not_a_500(client, bob, pair, jobs, status, message):
     client.force_login(bob)
-    response = client.get("/jobs/compare/", {"jobs": jobs})
+    response = client.get("/compare/", {"jobs": jobs})
     assert response.status_code == status
     assert message in response.content.decode()
     assert 'id="compare-error"' in response.content.decode()
-    data = client.get("/jobs/compare/metrics.json", {"jobs": jobs})
+    data = client.get("/compare/metrics.json", {"jobs": jobs})
     assert data.status_code == status
     assert message in data.json()["error"]
 
@@ -166,7 +166,7 @@ def test_nothing_a_user_typed_runs_as_html(client, alice, bob):
     assert "<" not in data
     assert json.loads(data)["axes"][0]["name"] == evil
     # A name that is not a job's is shown escaped in the error.
-    error = client.get("/jobs/compare/", {"jobs": f"evil-a,{evil}"}).content.decode()
+    error = client.get("/compare/", {"jobs": f"evil-a,{evil}"}).content.decode()
     assert evil not in error and "No such job: &lt;script&gt;" in error
 
 
@@ -209,19 +209,19 @@ def test_queries_are_the_same_for_2_and_20_jobs(client, alice, bob):
     client.force_login(bob)
     counts = {}
     for n in (2, 20):
-        for url in ("/jobs/compare/", "/jobs/compare/metrics.json"):
+        for url in ("/compare/", "/compare/metrics.json"):
             with CaptureQueriesContext(connection) as captured:
                 response = client.get(url, {"jobs": ",".join(names[:n])})
             assert response.status_code == 200
             counts[(n, url)] = len(captured)
-    assert counts[(2, "/jobs/compare/")] == counts[(20, "/jobs/compare/")], counts
-    assert counts[(2, "/jobs/compare/metrics.json")] == counts[(20, "/jobs/compare/metrics.json")], counts
-    assert counts[(20, "/jobs/compare/")] <= 6, counts
+    assert counts[(2, "/compare/")] == counts[(20, "/compare/")], counts
+    assert counts[(2, "/compare/metrics.json")] == counts[(20, "/compare/metrics.json")], counts
+    assert counts[(20, "/compare/")] <= 6, counts
 
 
 def test_metrics_json_has_a_line_per_job_in_order(client, bob, pair):
     client.force_login(bob)
-    data = client.get("/jobs/compare/metrics.json", {"jobs": "lr-big,lr-small"}).json()
+    data = client.get("/compare/metrics.json", {"jobs": "lr-big,lr-small"}).json()
     assert [j["name"] for j in data["jobs"]] == ["lr-big", "lr-small"]
     big = data["jobs"][0]["metrics"]["val_loss"]
     assert big["points"] == [[1, T0, 0.8], [2, T0 + 1000, 0.6], [3, T0 + 2000, 0.55], [4, T0 + 3000, 0.4]]
@@ -236,7 +236,7 @@ def test_a_long_series_is_thinned_and_keeps_its_extremes(client, alice, bob):
     curve(a, "loss", values)
     curve(b, "loss", [1.0, 0.5])
     client.force_login(bob)
-    data = client.get("/jobs/compare/metrics.json", {"jobs": "long-a,long-b"}).json()
+    data = client.get("/compare/metrics.json", {"jobs": "long-a,long-b"}).json()
     points = data["jobs"][0]["metrics"]["loss"]["points"]
     assert len(points) <= compare.MAX_LINE_POINTS
     steps = [p[0] for p in points]
@@ -277,6 +277,6 @@ def test_parallel_coordinates_scale_numbers_and_order_categories(alice):
 
 def test_compare_is_not_taken_for_a_job_name(client, bob, pair):
     client.force_login(bob)
-    response = client.get("/jobs/compare/")
+    response = client.get("/compare/")
     assert response.status_code == 400
     assert "Pick at least 2 jobs" in response.content.decode()

@@ -293,9 +293,9 @@ def test_each_row_has_a_compare_checkbox_and_the_button_goes_to_the_compare_page
     body = signed_in.get("/jobs/").content.decode()
     assert 'name="jobs" value="run-a" form="compare-form"' in body
     assert 'id="compare-selected"' in body
-    response = signed_in.get("/jobs/compare/selected/", {"jobs": ["run-a", "run-b", "run-c"]})
+    response = signed_in.get("/compare/selected/", {"jobs": ["run-a", "run-b", "run-c"]})
     assert response.status_code == 302
-    assert response["Location"] == "/jobs/compare/?jobs=run-a,run-b,run-c"
+    assert response["Location"] == "/compare/?jobs=run-a,run-b,run-c"
 
 
 @pytest.mark.parametrize(
@@ -309,7 +309,7 @@ def test_each_row_has_a_compare_checkbox_and_the_button_goes_to_the_compare_page
 )
 def test_a_selection_that_cannot_be_compared_says_so_on_the_history(signed_in, runs, ticked, message):
     response = signed_in.get(
-        "/jobs/compare/selected/", {"jobs": ticked, "back": "?sort=name&q=run"}, follow=True
+        "/compare/selected/", {"jobs": ticked, "back": "?sort=name&q=run"}, follow=True
     )
     assert response.redirect_chain[-1][0] == "/jobs/?sort=name&q=run"
     assert message.replace("'", "&#x27;") in response.content.decode()
@@ -317,14 +317,14 @@ def test_a_selection_that_cannot_be_compared_says_so_on_the_history(signed_in, r
 
 def test_the_way_back_is_only_ever_the_history(signed_in, runs):
     for back in ("//evil.example/", "https://evil.example/?x", "?a=1\r\nSet-Cookie: x=1"):
-        response = signed_in.get("/jobs/compare/selected/", {"jobs": ["run-a"], "back": back})
+        response = signed_in.get("/compare/selected/", {"jobs": ["run-a"], "back": back})
         assert response.status_code == 302
         assert response["Location"].startswith("/jobs/"), response["Location"]
         assert "\n" not in response["Location"] and "evil" not in response["Location"].split("?")[0]
 
 
 def test_compare_selected_needs_a_signed_in_user(client):
-    response = client.get("/jobs/compare/selected/", {"jobs": ["a-1", "b-1"]})
+    response = client.get("/compare/selected/", {"jobs": ["a-1", "b-1"]})
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 

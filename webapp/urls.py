@@ -21,10 +21,10 @@ urlpatterns = [
     path("new/metrics/test/", metric_tester.test_metrics, name="metric_test"),
     path("code/<str:sha256>/", views.code_file, name="code"),
     path("code/<str:sha256>/<path:path>", views.code_file, name="code_file"),
-    # Before jobs/<str:name>/: "compare" would otherwise be read as a job's name.
-    path("jobs/compare/", compare.compare_jobs, name="compare_jobs"),
-    path("jobs/compare/selected/", selection.compare_selected, name="compare_selected"),
-    path("jobs/compare/metrics.json", compare.compare_metrics, name="compare_metrics"),
+    # Not under jobs/: a job may be named "compare".
+    path("compare/", compare.compare_jobs, name="compare_jobs"),
+    path("compare/selected/", selection.compare_selected, name="compare_selected"),
+    path("compare/metrics.json", compare.compare_metrics, name="compare_metrics"),
     path("jobs/<str:name>/", views.job_detail, name="job_detail"),
     path("jobs/<str:name>/status/", views.job_status, name="job_status"),
     path("jobs/<str:name>/metrics.json", metrics_views.metrics_json, name="job_metrics"),

@@ -85,7 +85,7 @@ def test_a_compare_of_three_jobs_shows_overlays_and_what_differs(page: Page, sta
     )
     errors = errors_of(page)
     sign_in(page, stack.base_url, gus.username, gus.password)
-    page.goto("/jobs/compare/?jobs=cmp-0,cmp-1,cmp-2")
+    page.goto("/compare/?jobs=cmp-0,cmp-1,cmp-2")
     table = page.locator("#differences")
     expect(table.locator('tr[data-row="Hyperparameters: learning-rate"] td')).to_have_text(
         ["0.001", "0.01", "0.1"]
