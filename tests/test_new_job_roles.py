@@ -38,6 +38,7 @@ def s3_job() -> dict[str, str]:
 def test_s3_locations_under_an_unmapped_role_are_refused_next_to_their_fields(signed_in, settings):
     settings.ANYJOB_ROLE_ARN = ROLE
     settings.ANYJOB_LOCAL_ROLES = ""
+    settings.ANYJOB_S3 = "aws"  # s3:// is a real S3 here: with the embedded one no role is needed
     response, delay = submit(signed_in, s3_job(), [upload()])
     assert response.status_code == 200
     page = response.context["page"]
@@ -47,6 +48,17 @@ def test_s3_locations_under_an_unmapped_role_are_refused_next_to_their_fields(si
     assert "ANYJOB_LOCAL_ROLES" in response.content.decode()
     assert not TrainingJob.objects.exists()
     delay.assert_not_called()
+
+
+def test_s3_locations_in_the_embedded_store_need_no_role(signed_in, settings):
+    """The default config (no roles, no S3 endpoint): ``s3://`` is anyjob's own store, shared
+    by the team as the ``file://`` one is, so the form takes it under an unmapped role."""
+    settings.ANYJOB_ROLE_ARN = ROLE
+    settings.ANYJOB_LOCAL_ROLES = ""
+    settings.ANYJOB_S3 = "auto"
+    response, delay = submit(signed_in, s3_job(), [upload()])
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    delay.assert_called_once()
 
 
 def test_a_mapped_role_may_name_s3(signed_in, settings):

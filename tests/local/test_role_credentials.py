@@ -374,6 +374,7 @@ def test_the_api_refuses_s3_locations_under_an_unmapped_role(backend, code, sett
 
 def test_preflight_names_every_s3_location_and_lets_files_through(backend, code, settings, tmp_path) -> None:
     settings.ANYJOB_LOCAL_ROLES = ""
+    settings.ANYJOB_S3 = "aws"  # real S3; embedded needs no role (see tests/api/test_embedded_s3_jobs.py)
     request = training_request(
         unique("pre"), code, "x.py", tmp_path / "out", channels={"b": tmp_path.as_uri()}
     )

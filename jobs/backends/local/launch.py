@@ -51,14 +51,19 @@ def write_private(path: Path, text: str) -> None:
 
 def child_environment() -> dict[str, str]:
     """The environment of a job's or an endpoint's process: ours without the server's
-    credentials, with this process's ``ANYJOB_LOCAL_ROLES`` (which ``roles`` reads there
-    before Django is set up)."""
+    credentials, with this process's ``ANYJOB_LOCAL_ROLES``, ``ANYJOB_S3``, ``ANYJOB_S3_ROOT``
+    and ``ANYJOB_BACKEND`` (which ``roles`` and ``s3_store`` read there before Django is set up)."""
     from django.conf import settings
 
     from jobs.backends.local import image, roles
 
     env = {k: v for k, v in os.environ.items() if k not in SERVER_CREDENTIALS}
     env[roles.SETTING] = settings.ANYJOB_LOCAL_ROLES
+    # Which S3 ``s3://`` is and where the embedded store lives (``s3_store.mode``/``root``),
+    # as this process decided them: the job's process stages channels before Django is set up.
+    env["ANYJOB_S3"] = str(settings.ANYJOB_S3)
+    env["ANYJOB_S3_ROOT"] = str(settings.ANYJOB_S3_ROOT)
+    env["ANYJOB_BACKEND"] = str(settings.ANYJOB_BACKEND)
     # This checkout's container package (the hyperparameter decoder), whatever the .pth says.
     env["PYTHONPATH"] = os.pathsep.join([str(image.CONTAINER_DIR), *filter(None, [env.get("PYTHONPATH")])])
     return env

@@ -25,9 +25,11 @@ Who uses what:
   gets no credentials either). The server's own ``AWS_*`` never reach a job.
 - ``storage_credentials`` — what anyjob's own processes use to stage a job's ``s3://``
   channels, upload its artifacts and download a model: the role's credentials, never the
-  server's; an unmapped role stages nothing from S3 (``NotMapped``).
+  server's; an unmapped role stages nothing from S3 (``NotMapped``), except from anyjob's
+  embedded S3, which anyjob's processes reach in-process without credentials.
 - ``LocalBackend`` refuses, at the form and at ``CreateTrainingJob``/``CreateModel``, a
-  request that names ``s3://`` locations under an unmapped role (``unmapped_message``).
+  request that names ``s3://`` locations under an unmapped role (``unmapped_message``),
+  unless ``s3://`` is the embedded store.
 
 The source is read where it is needed: in a Django process from ``settings``, in a job's
 process (before Django is set up) from the environment variable, which the backend sets to
@@ -260,8 +262,10 @@ def client(role_arn: str | None, service: str = "s3") -> Any:
 def storage_credentials(role_arn: str | None, uri: str) -> Credentials | None:
     """What ``jobs.storage`` should use for ``uri`` on behalf of a job under ``role_arn``:
     nothing for ``file://`` (no client is made), the role's credentials for ``s3://``.
-    Raises ``NotMapped`` (a ``StorageError``) for an unmapped role, and turns a role whose
-    credentials cannot be had into a ``StorageError`` too, so the caller fails that step."""
+    Raises ``NotMapped`` (a ``StorageError``) for an unmapped role, unless ``s3://`` is the
+    embedded store (``storage.s3_embedded()``: reached in-process, no credentials at all), and
+    turns a role whose credentials cannot be had into a ``StorageError`` too, so the caller
+    fails that step."""
     if not uri.startswith("s3://"):
         return None
     try:
@@ -269,6 +273,10 @@ def storage_credentials(role_arn: str | None, uri: str) -> Credentials | None:
     except RolesError as exc:
         raise StorageError(str(exc)) from None
     if credentials is None:
+        from jobs import storage
+
+        if storage.s3_embedded():
+            return None
         raise NotMapped(unmapped_message(role_arn))
     return credentials
 

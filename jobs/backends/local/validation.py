@@ -3,8 +3,9 @@
 Each ``*_problems`` function lists ``(path, error code, message)``: the new-job and deploy
 forms show them next to their fields (``LocalBackend.preflight``), and a create call refuses
 with the first (``refuse``). ``file://`` locations must lie under ``ANYJOB_LOCAL_FILE_ROOTS``,
-``s3://`` ones need a role with credentials here, and ``*_s3_shaped`` lets AWS's length and
-pattern rules check ``file://`` URIs as S3 URIs of the same length.
+``s3://`` ones need a role with credentials here (unless ``s3://`` is the embedded S3), and
+``*_s3_shaped`` lets AWS's length and pattern rules check ``file://`` URIs as S3 URIs of the
+same length.
 """
 
 from __future__ import annotations
@@ -124,9 +125,14 @@ def training_s3_locations(request: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def role_problems(role_arn: Any, locations: list[tuple[str, Any]]) -> list[tuple[str, str, str]]:
     """``s3://`` locations are read and written with the role's credentials, never the
-    server's: a role without credentials here (``ANYJOB_LOCAL_ROLES``) may name none."""
+    server's: a role without credentials here (``ANYJOB_LOCAL_ROLES``) may name none — unless
+    ``s3://`` is anyjob's embedded store (``storage.s3_embedded()``), which the team shares as
+    it shares the ``file://`` one: anyjob's own processes stage from it and upload to it, and
+    the job's container gets no credentials for it either way (``roles.job_environment``)."""
     s3 = [path for path, uri in locations if isinstance(uri, str) and uri.startswith("s3://")]
     if not s3 or roles.is_mapped(role_arn if isinstance(role_arn, str) else None):
+        return []
+    if storage.s3_embedded():
         return []
     message = roles.unmapped_message(role_arn if isinstance(role_arn, str) else None)
     return [(path, VALIDATION, message) for path in s3]
