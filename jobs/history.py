@@ -10,12 +10,12 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, TextField
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from jobs import metrics
-from jobs.forms import DEFAULT_SORT, METRIC_STATS, SORTS, HistoryColumn, parse_sort
+from jobs.forms import DEFAULT_SORT, METRIC_STATS, SORTS, HistoryColumn, MetricFilter, parse_sort
 from jobs.models import SEARCH_TEXT_CUT, MetricSeries, TrainingJob
 
 #: An export's columns (every matching job is a row: exports are streamed, never cut).
@@ -38,15 +38,25 @@ MAX_SUGGESTIONS = 200
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-def filter_jobs(filters: dict[str, Any] | None) -> QuerySet[TrainingJob] | MetricOrdered:
+#: ``?mf=`` operators as Django lookups.
+LOOKUPS = {"lt": "lt", "le": "lte", "gt": "gt", "ge": "gte"}
+
+
+def filter_jobs(filters: dict[str, Any] | None) -> QuerySet[TrainingJob] | Counted | MetricOrdered:
     """All jobs (every user sees every job), narrowed by a valid filter form's ``cleaned_data``.
 
     The owners come in a second query rather than a join: with a join, SQLite reads every row
     an ``OFFSET`` skips (page 500: 25,000 rows), without one it walks the index only. Sorted by
     a metric, the jobs are a ``MetricOrdered`` (those with the metric, then those without).
+
+    A metric filter is a correlated ``EXISTS`` on the job's own ``(job, name)`` row: the page is
+    still read in the history's index, in order, each job checked by one index probe, and it
+    stops at the page's last row (as ``id IN (…)``, SQLite read every matching job's whole row
+    by its key and sorted them all). The count is read in the metric's index (``Counted``).
     """
     jobs = TrainingJob.objects.prefetch_related("owner")
     filters = filters or {}
+    narrowed = any(filters.get(k) for k in ("status", "owner", "created_from", "created_to", "q"))
     if filters.get("status"):
         jobs = jobs.filter(status=filters["status"])
     if filters.get("owner"):
@@ -58,13 +68,49 @@ def filter_jobs(filters: dict[str, Any] | None) -> QuerySet[TrainingJob] | Metri
         jobs = jobs.filter(created_at__lt=_day_start(filters["created_to"] + timedelta(days=1)))
     if filters.get("q"):
         jobs = _search(jobs, filters["q"])
-    for f in filters.get("mf") or []:
-        lookup = {"lt": "lt", "le": "lte", "gt": "gt", "ge": "gte"}[f.op]
-        jobs = jobs.filter(pk__in=_having(f.name, f.stat, **{f"{f.stat}__{lookup}": f.value}))
+    conditions = list(filters.get("mf") or [])
     sort, column, descending = parse_sort(filters.get("sort") or DEFAULT_SORT)
     if column is not None:
-        return MetricOrdered(jobs, column.name, column.stat, descending=descending)
-    return jobs.order_by(*SORTS[sort])
+        return MetricOrdered(
+            jobs, column.name, column.stat, descending=descending, conditions=conditions, narrowed=narrowed
+        )
+    if not conditions:
+        return jobs.order_by(*SORTS[sort])
+    rows = _series_meeting(conditions)
+    if narrowed:  # the other filters' jobs as a list of ids (status: a small index of its own)
+        rows = rows.filter(job_id__in=jobs.order_by().values("pk"))
+    return Counted(_meeting(jobs, conditions).order_by(*SORTS[sort]), rows)
+
+
+def _condition(f: MetricFilter) -> dict[str, Any]:
+    return {f"{f.stat}__{LOOKUPS[f.op]}": f.value}
+
+
+def _meeting(jobs: QuerySet[TrainingJob], conditions: Sequence[MetricFilter]) -> QuerySet[TrainingJob]:
+    """``jobs`` whose metrics meet every condition: one ``EXISTS`` on the job's row of each."""
+    for f in conditions:
+        own = MetricSeries.objects.filter(job_id=OuterRef("pk"), name=f.name, **_condition(f))
+        jobs = jobs.filter(Exists(own))
+    return jobs
+
+
+def _series_meeting(conditions: Sequence[MetricFilter]) -> QuerySet[MetricSeries]:
+    """One ``MetricSeries`` row per job meeting every condition (the first condition's metric;
+    a job has one row per metric name): a range of that metric's index, the others checked on
+    the same row (same metric) or by an ``EXISTS`` on the job's row of theirs."""
+    first, *rest = conditions
+    series = MetricSeries.objects.filter(name=first.name, **_condition(first))
+    return _also_meeting(series, first.name, rest)
+
+
+def _also_meeting(series: QuerySet[MetricSeries], name: str, conditions: Sequence[MetricFilter]):
+    for f in conditions:
+        if f.name == name:
+            series = series.filter(**_condition(f))
+        else:
+            own = MetricSeries.objects.filter(job_id=OuterRef("job_id"), name=f.name, **_condition(f))
+            series = series.filter(Exists(own))
+    return series
 
 
 def _having(name: str, stat: str, **condition: Any) -> QuerySet[MetricSeries]:
@@ -74,37 +120,146 @@ def _having(name: str, stat: str, **condition: Any) -> QuerySet[MetricSeries]:
     return MetricSeries.objects.filter(name=name, **lookup).values("job_id")
 
 
+class Counted:
+    """A history query whose count is read elsewhere: the jobs filtered by metrics, counted as
+    their rows in the metric's index (one per job; the other filters' jobs as a list of ids)
+    instead of by a probe per job of the history."""
+
+    def __init__(self, jobs: QuerySet[TrainingJob], rows: QuerySet[MetricSeries]) -> None:
+        self.jobs, self.rows = jobs, rows
+        self._count: int | None = None
+
+    def count(self) -> int:
+        if self._count is None:
+            self._count = self.rows.count()
+        return self._count
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, key: slice) -> QuerySet[TrainingJob]:
+        return self.jobs[key]
+
+    def __iter__(self) -> Iterator[TrainingJob]:
+        return iter(self.jobs)
+
+    def iterator(self, chunk_size: int = 2000) -> Iterator[TrainingJob]:
+        return self.jobs.iterator(chunk_size=chunk_size)
+
+
 class MetricOrdered:
     """The history sorted by a metric's statistic: the jobs that have it, by its value (ties:
     oldest id first, or newest when descending), then the jobs that do not, newest first —
     whichever the direction, a job without the metric is never "best".
 
-    Each part is its own query, so that each reads in its own order from an index: the first
-    walks ``MetricSeries``'s ``(name, stat, job)`` index and joins each job by its key (a page
-    costs its rows, not the history's size), the second is the history's usual newest-first
-    walk without those jobs. Django's ``Paginator`` takes it as a list (``count()`` and
-    slices); a page costs the same queries whatever its number or size: one count (both parts
-    in one aggregate) and at most two reads.
+    Each part is its own query, so that each reads in its own order from an index. The first
+    part's page is a slice of ``MetricSeries``'s ``(name, stat, job)`` index alone
+    (``with_metric``: an ``OFFSET`` skips index entries, never job rows), its jobs then read by
+    key in the same query (``id IN (that slice)``, with their owners). The metric filters are
+    checked on the same row (the sorted metric) or by one probe of the job's row of theirs; the
+    other filters (status, owner, dates, search) by ``job IN (their jobs' ids)``, listed once.
+    When those filters keep so few jobs that the walk would probe more index entries than they
+    are (a rare search term), their jobs are read and sorted instead (``_with_ids``). The second
+    part is the history's usual newest-first walk, each job probed for the metric's row.
+
+    Counts (``count``) come from indexes, never from a probe per job of the history; how many
+    jobs have the metric (where the first part ends) is read only when needed. Django's
+    ``Paginator`` takes it as a list (``count()`` and slices); a page costs the same queries
+    whatever its number or size: at most two counts and two reads.
     """
 
-    def __init__(self, jobs: QuerySet[TrainingJob], name: str, stat: str, *, descending: bool) -> None:
-        having = _having(name, stat)
-        order = F(f"metric_series__{stat}")
-        self.with_metric = jobs.filter(
-            metric_series__name=name, **{f"metric_series__{stat}__isnull": False}
-        ).order_by(order.desc() if descending else order.asc(), "-id" if descending else "id")
-        self.without = jobs.exclude(pk__in=having).order_by("-created_at", "-id")
-        self.jobs, self.having = jobs, having
+    def __init__(
+        self,
+        jobs: QuerySet[TrainingJob],
+        name: str,
+        stat: str,
+        *,
+        descending: bool,
+        conditions: Sequence[MetricFilter] = (),
+        narrowed: bool = False,
+    ) -> None:
+        self.name, self.stat, self.descending = name, stat, descending
+        self.conditions, self.narrowed = list(conditions), narrowed
+        series = MetricSeries.objects.filter(name=name, **{f"{stat}__isnull": False})
+        series = _also_meeting(series, name, self.conditions)
+        self.narrowing = jobs.order_by().values("pk")
+        self.series = series = self._narrow(series)
+        order = (F(stat).desc(), F("job_id").desc()) if descending else (F(stat).asc(), F("job_id").asc())
+        self.with_metric = series.order_by(*order).values("job_id")
+        # Each job probed for its row of the metric (as ``NOT IN``, every read listed the
+        # metric's 90,000 rows first, even for a search's three jobs).
+        self.without = _meeting(jobs, self.conditions).filter(~Exists(self._own_value()))
+        self.without = self.without.order_by("-created_at", "-id")
+        # A condition on the sorted statistic itself: every job meeting it has the statistic.
+        self.none_without = any(f.name == name and f.stat == stat for f in self.conditions)
+        self.jobs = _meeting(jobs, self.conditions)
         self._with_count: int | None = None
         self._count: int | None = None
 
+    def _rows(self, ids: QuerySet[Any]) -> QuerySet[TrainingJob]:
+        """The jobs of ``ids`` (a slice of the first part), with their owners, in its order (the
+        value looked up in ``ORDER BY`` only, once per row read)."""
+        value = Subquery(
+            MetricSeries.objects.filter(job_id=OuterRef("pk"), name=self.name).values(self.stat)[:1]
+        )
+        return (
+            TrainingJob.objects.select_related("owner")
+            .filter(pk__in=ids)
+            .order_by(value.desc() if self.descending else value.asc(), "-id" if self.descending else "id")
+        )
+
     def count(self) -> int:
+        """Every matching job, read in indexes: with metric filters, the rows of the first one's
+        metric (one per job) that meet them all; without filters, the jobs' ``COUNT(*)`` (and
+        the metric's rows, where the first part ends); with other filters alone, those jobs.
+        How many have the metric is otherwise read only for a page past them (``with_count``)."""
         if self._count is None:
-            totals = self.jobs.order_by().aggregate(
-                total=Count("pk"), having=Count("pk", filter=Q(pk__in=self.having))
-            )
-            self._count, self._with_count = totals["total"], totals["having"]
+            if self.none_without:
+                self._count = self._with_count = self.series.count()
+            elif self.conditions:
+                self._count = self._narrow(_series_meeting(self.conditions)).count()
+            elif not self.narrowed:
+                self._with_count = self.series.count()
+                self._count = TrainingJob.objects.count()
+            else:
+                self._count = self.jobs.order_by().count()
         return self._count
+
+    def with_count(self) -> int:
+        """How many match and have the metric: its rows in its index (the other filters' jobs
+        as a list of ids)."""
+        if self._with_count is None:
+            self._with_count = self.series.count()
+        return self._with_count
+
+    def _narrow(self, series: QuerySet[MetricSeries]) -> QuerySet[MetricSeries]:
+        """``series`` of the jobs the other filters (status, owner, dates, search) keep: a list
+        of their ids, read once (a status's in an index of its own: ``jobs_status_id_idx``)."""
+        return series.filter(job_id__in=self.narrowing) if self.narrowed else series
+
+    def _own_value(self) -> QuerySet[MetricSeries]:
+        """A job's (``OuterRef("pk")``) row of the sorted metric, holding its statistic."""
+        return MetricSeries.objects.filter(
+            job_id=OuterRef("pk"), name=self.name, **{f"{self.stat}__isnull": False}
+        ).values(self.stat)[:1]
+
+    def _with_ids(self, start: int, stop: int) -> QuerySet[Any]:
+        """The ids of the slice of the first part. Walking the metric's index checks each job met
+        against the other filters and stops at the slice's end: about ``stop * jobs / matching``
+        probes. When that is more than the matching jobs themselves (a rare search term, a deep
+        page), those are read instead, each with its value, and sorted."""
+        if self.narrowed:
+            matching, everyone = self.count(), TrainingJob.objects.count()
+            if stop * everyone > matching * matching:
+                direction = F("sorted_value").desc() if self.descending else F("sorted_value").asc()
+                return (
+                    self.jobs.order_by()
+                    .annotate(sorted_value=Subquery(self._own_value()))
+                    .filter(sorted_value__isnull=False)
+                    .order_by(direction, "-id" if self.descending else "id")
+                    .values("pk")[start:stop]
+                )
+        return self.with_metric[start:stop]
 
     def __len__(self) -> int:
         return self.count()
@@ -118,23 +273,33 @@ class MetricOrdered:
         if stop <= start:
             return []
         if self._with_count is None or start < self._with_count:
-            rows = list(self.with_metric[start:stop])
-            if len(rows) == stop - start:
+            rows = list(self._rows(self._with_ids(start, stop)))
+            if len(rows) == stop - start or self.none_without:
                 return rows
             if rows or start == 0:
                 self._with_count = start + len(rows)  # the first part ends inside this slice
-            else:
-                self.count()
-                if start < self._with_count:  # changed in between: read it as the count says
-                    return rows
+            elif start < self.with_count():  # changed in between: read it as the count says
+                return rows
+            if self._count is not None and self._count <= self._with_count:
+                return rows  # as counted, no job lacks the metric (a search's few matches)
         else:
             rows = []
+        if self.none_without:
+            return rows
         offset = max(0, start - self._with_count)
-        return rows + list(self.without[offset : offset + (stop - start - len(rows))])
+        ids = self.without.values("pk")[offset : offset + (stop - start - len(rows))]
+        # By key, with their owners joined: the OFFSET skips entries of the index the ids are
+        # read in, never rows (as a join, SQLite would read every row skipped).
+        later = TrainingJob.objects.select_related("owner").filter(pk__in=ids)
+        return rows + list(later.order_by("-created_at", "-id"))
+
+    def __iter__(self) -> Iterator[TrainingJob]:
+        return self.iterator()
 
     def iterator(self, chunk_size: int = 2000) -> Iterator[TrainingJob]:
-        yield from self.with_metric.iterator(chunk_size=chunk_size)
-        yield from self.without.iterator(chunk_size=chunk_size)
+        yield from self._rows(self.with_metric).iterator(chunk_size=chunk_size)
+        if not self.none_without:
+            yield from self.without.iterator(chunk_size=chunk_size)
 
 
 def _day_start(day: date) -> datetime:

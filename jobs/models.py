@@ -153,6 +153,9 @@ class TrainingJob(models.Model):
             # ?sort=name and -name (the unique index on name alone would read every row).
             models.Index(fields=["name", "search_text"], name="jobs_name_search_idx"),
             models.Index(fields=["owner", "created_at"]),
+            # The jobs of a status as a list of ids (the history sorted or filtered by a metric
+            # and a status: jobs.history.MetricOrdered): a thirtieth of the indexes above.
+            models.Index(fields=["status", "id"], name="jobs_status_id_idx"),
         ]
 
     def __str__(self) -> str:
