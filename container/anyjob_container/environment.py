@@ -18,6 +18,8 @@ from typing import Any
 from .errors import ConfigError, InvalidEntryPointError
 from .paths import Layout
 
+#: Set by anyjob's local backend when it fetched ``sagemaker_submit_directory`` itself.
+STAGED_SUBMIT_DIRECTORY = "ANYJOB_STAGED_SUBMIT_DIRECTORY"
 #: Keys the platform and the SDK use for themselves; never passed to the user script.
 RESERVED_KEYS = frozenset(
     {
@@ -196,6 +198,14 @@ class TrainingEnv:
     def submit_directory(self) -> str:
         value = self.reserved("sagemaker_submit_directory") or self.environ.get("SAGEMAKER_SUBMIT_DIRECTORY")
         return str(value or "")
+
+    @property
+    def code_source(self) -> str:
+        """Where the code is fetched from: the copy of ``submit_directory`` anyjob's local
+        backend staged (``ANYJOB_STAGED_SUBMIT_DIRECTORY``, a ``file://`` URI: an ``s3://``
+        bundle of anyjob's embedded S3, which the sandbox cannot reach), else
+        ``submit_directory`` itself."""
+        return self.environ.get(STAGED_SUBMIT_DIRECTORY, "").strip() or self.submit_directory
 
     @property
     def region(self) -> str | None:

@@ -120,7 +120,7 @@ class Trainer:
         env.check_channels()
         env.user_entry_point  # noqa: B018 - validates the name before any download
         if env.submit_directory:
-            fetch_code(self.layout.resolve(env.submit_directory), self.layout.code_dir, region=env.region)
+            fetch_code(self.layout.resolve(env.code_source), self.layout.code_dir, region=env.region)
         elif not any(self.layout.code_dir.iterdir()):
             raise CodeFetchError("no code: sagemaker_submit_directory is not set and code/ is empty")
         args = to_cmd_args(env.hyperparameters)

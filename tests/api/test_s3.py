@@ -807,11 +807,11 @@ print("staged", len(seen), flush=True)
 
 @pytest.mark.slow
 def test_a_local_job_stages_channels_uploaded_through_the_api_and_writes_back(
-    client_for, s3_for, alice, settings, monkeypatch, tmp_path, local_role
+    client_for, s3_for, alice, settings, monkeypatch, tmp_path
 ) -> None:
     """Data put with boto3 through ``/aws`` is a local job's ``s3://`` channel, and the job's
-    ``model.tar.gz`` lands in the same store, read back with boto3 (ANYJOB_S3=embedded with a
-    mapped role: an unmapped role may name no ``s3://`` location yet, see the report)."""
+    ``model.tar.gz`` lands in the same store, read back with boto3 — in the default config (no
+    role mapped, no S3 endpoint, ANYJOB_S3 auto: the embedded store)."""
     import io
     import json
     import tarfile
@@ -819,9 +819,10 @@ def test_a_local_job_stages_channels_uploaded_through_the_api_and_writes_back(
     from jobs import storage
     from tests.api.sagemaker_support import FAST_WAITER, training_request, upload_code
 
-    for name, value in (("ANYJOB_S3", "embedded"), ("ANYJOB_S3_ROOT", str(settings.ANYJOB_S3_ROOT))):
-        monkeypatch.setenv(name, value)  # the job's own process reads them too
-    settings.ANYJOB_S3 = "embedded"
+    for name in ("ANYJOB_S3", "ANYJOB_S3_ROOT", "ANYJOB_LOCAL_ROLES", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)  # the job's process gets the settings' values
+    settings.ANYJOB_S3, settings.ANYJOB_LOCAL_ROLES = "auto", ""
+    assert storage.s3_embedded()
     s3 = s3_for(alice)
     bucket = bucket_name()
     s3.create_bucket(Bucket=bucket)

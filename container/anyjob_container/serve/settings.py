@@ -84,7 +84,11 @@ class Settings:
             default_accept=accept.lower(),
             worker_class=worker_class,
             program=env.get("SAGEMAKER_PROGRAM", "").strip(),
-            submit_directory=env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip(),
+            # The copy anyjob's local backend staged (an s3:// bundle of its embedded S3), if any.
+            submit_directory=(
+                env.get("ANYJOB_STAGED_SUBMIT_DIRECTORY", "").strip()
+                or env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip()
+            ),
             region=env.get("SAGEMAKER_REGION", "").strip(),
             unix=_unix_socket(env),
         )

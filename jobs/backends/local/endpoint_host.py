@@ -301,6 +301,7 @@ class Host:
         self._next_watch = 0.0
         self.lost = threading.Event()
         self.done = threading.Event()
+        self.staged_code: Path | None = None  # an s3:// code bundle fetched for the server
 
     # -- the row ------------------------------------------------------------------------------
     def _mine(self) -> Any:
@@ -434,6 +435,7 @@ class Host:
         for sub in ("model", "code"):
             (self.ml / sub).mkdir(parents=True)
         self.tmp.mkdir(mode=0o700, exist_ok=True)
+        self.stage_code()
         url = self.container.get("ModelDataUrl")
         if not url:
             self.logs.add("anyjob: the model has no ModelDataUrl: /opt/ml/model is empty")
@@ -454,6 +456,24 @@ class Host:
             f"anyjob: model data from {url} unpacked into /opt/ml/model "
             f"({count} members, {time.monotonic() - started:.1f} s)"
         )
+
+    def stage_code(self) -> None:
+        """An ``s3://`` ``SAGEMAKER_SUBMIT_DIRECTORY`` of the embedded S3 (out of the sandbox's
+        reach): fetched here (``code_staging``) for ``sandbox_spec`` to expose. The model's
+        ``ModelDataUrl`` needs nothing of the kind: this process downloads it anyway."""
+        from jobs import storage
+        from jobs.backends.local import code_staging
+
+        self.staged_code = None
+        uri = (self.container.get("Environment") or {}).get("SAGEMAKER_SUBMIT_DIRECTORY")
+        if not code_staging.needs_staging(uri):
+            return
+        try:
+            limit = code_staging.max_bytes(int(self.plan.get("volume_gb") or 30) * 1024**3)
+            self.staged_code = code_staging.stage(uri, self.root, limit)
+        except (storage.StorageError, OSError) as exc:
+            raise ModelDataError(f'ClientError: Failed to download the code from "{uri}": {exc}') from None
+        self.logs.add(f"anyjob: fetched the code {uri} for the model server")
 
     def sandbox_spec(self, python: Path) -> Any:
         from jobs import storage
@@ -479,6 +499,11 @@ class Host:
             expose.append(storage.parse(code).path)
         elif code.startswith("/") and not (code == sandbox.ML or code.startswith(sandbox.ML + "/")):
             expose.append(Path(code))
+        if self.staged_code is not None:  # set last: the model's Environment cannot move it
+            from jobs.backends.local import code_staging
+
+            expose.append(self.staged_code)
+            env[code_staging.STAGED_VAR] = self.staged_code.as_uri()
         return sandbox.Sandbox(
             job_dir=self.ml,
             argv=[str(python), "-m", "anyjob_container", "serve"],

@@ -152,6 +152,7 @@ class JobRun:
         self.proc: Any = None
         self.notes: list[str] = []
         self.early_failure = ""
+        self.staged_code: Path | None = None  # an s3:// code bundle fetched for the container
         self.downloading_at = utcnow()
         self.training_at: datetime | None = None
         limit = int(self.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86_400))
@@ -196,6 +197,7 @@ class JobRun:
                     ),
                 )
                 budget -= staged.bytes
+            self.stage_code()
         except storage.StorageError as exc:
             self.early_failure = f"ClientError: {exc}"
             return
@@ -214,6 +216,19 @@ class JobRun:
         threading.Thread(
             target=self.logs.pump, args=(self.proc.stdout,), name="log-pump", daemon=True
         ).start()
+
+    def stage_code(self) -> None:
+        """An ``s3://`` ``sagemaker_submit_directory`` of the embedded S3, which the sandbox
+        cannot reach: fetched here into the job's folder (``code_staging``), for the container
+        to read through ``sandbox_spec``'s exposed file. ``StorageError`` when it cannot be."""
+        from anyjob_container.environment import decode_value
+        from jobs.backends.local import code_staging
+
+        uri = decode_value((self.request.get("HyperParameters") or {}).get("sagemaker_submit_directory"))
+        if code_staging.needs_staging(uri):
+            limit = code_staging.max_bytes(self.plan["max_channel_bytes"])
+            self.staged_code = code_staging.stage(uri, self.job_root, limit)
+            self.logs.add(f"anyjob: fetched the code {uri} for the container")
 
     def prepare_instance(self) -> None:
         """The instance the job runs on: its volume (``VolumeSizeInGB`` on disk, holding
@@ -288,6 +303,11 @@ class JobRun:
         code_uri = decode_value(request.get("HyperParameters", {}).get("sagemaker_submit_directory", ""))
         if isinstance(code_uri, str) and code_uri.startswith("file://"):
             expose.append(storage.parse(code_uri).path)
+        if self.staged_code is not None:  # set last: the request's Environment cannot move it
+            from jobs.backends.local import code_staging
+
+            expose.append(self.staged_code)
+            env[code_staging.STAGED_VAR] = self.staged_code.as_uri()
         return sandbox.Sandbox(
             job_dir=self.ml,
             # train, or ContainerEntrypoint + ContainerArguments (SDK v3's driver): the same
@@ -523,6 +543,7 @@ class JobRun:
             if self.volume is not None:
                 self.volume.release()
             shutil.rmtree(self.job_root / "packed", ignore_errors=True)
+            shutil.rmtree(self.job_root / "staged-code", ignore_errors=True)
 
 
 if __name__ == "__main__":

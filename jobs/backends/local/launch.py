@@ -72,10 +72,13 @@ def child_environment() -> dict[str, str]:
 def hidden_paths(databases: Mapping[str, Any] | None = None) -> list[str]:
     """What looks empty inside every sandbox: anyjob's state (``var/``: the database, the
     secret key, the Redis socket, artifacts, other jobs), the emulator's folders, the home
-    folder (credentials), and a SQLite database (``settings.DATABASES``) wherever it is."""
+    folder (credentials), the embedded S3 (``ANYJOB_S3_ROOT``), and a SQLite database
+    (``settings.DATABASES``) wherever it is."""
     from django.conf import settings
 
-    paths = [settings.VAR_DIR, settings.ANYJOB_LOCAL_ROOT, Path.home()]
+    # The embedded S3's files too, wherever ANYJOB_S3_ROOT puts them: a job reaches the store
+    # only through what anyjob stages for it.
+    paths = [settings.VAR_DIR, settings.ANYJOB_LOCAL_ROOT, settings.ANYJOB_S3_ROOT, Path.home()]
     for database in (settings.DATABASES if databases is None else databases).values():
         if "sqlite" in database.get("ENGINE", "") and str(database.get("NAME", "")).startswith("/"):
             name = Path(database["NAME"])
