@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 
 
-def no_errors(found: dict) -> None:
-    """No step of the script raised (each one that did is shown whole)."""
-    assert not found["errors"], json.dumps(found["errors"], indent=1)
+def no_errors(found: dict, output: str = "") -> None:
+    """No step of the script raised (each one that did is shown whole, with the end of what the
+    client printed, such as the job's log an SDK followed)."""
+    rest = {k: v for k, v in found.items() if k != "errors"}
+    assert not found["errors"], (
+        json.dumps(found["errors"], indent=1)
+        + "\n--- the rest of what it found ---\n"
+        + json.dumps(rest, default=str)[:4000]
+        + (f"\n--- the client printed (end) ---\n{output[-4000:]}" if output else "")
+    )
 
 
 def expect(found: dict, **wanted) -> None:

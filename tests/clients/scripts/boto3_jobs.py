@@ -36,7 +36,10 @@ with step("failing"):
 
 with step("stopped"):
     # Stop once the script is running (its log says so), as a person would.
+    deadline = time.monotonic() + 120
     while sm.describe_training_job(TrainingJobName=names["stopped"])["SecondaryStatus"] != "Training":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the job never reached Training")
         time.sleep(0.2)
     sm.stop_training_job(TrainingJobName=names["stopped"])
     found["stopping"] = sm.describe_training_job(TrainingJobName=names["stopped"])["TrainingJobStatus"]

@@ -8,7 +8,8 @@ import time
 
 import boto3
 import sagemaker
-from common import CODE, IMAGE, ROLE, done, error_code, found, step
+from botocore.exceptions import ClientError
+from common import CODE, IMAGE, ROLE, done, found, step
 from sagemaker.estimator import Estimator
 from sagemaker.exceptions import UnexpectedStatusException
 
@@ -57,9 +58,20 @@ with step("predict"):
 
 with step("delete_endpoint"):
     predictor.delete_endpoint()
-    found["describe_deleted"] = error_code(
-        lambda: session.sagemaker_client.describe_endpoint(EndpointName=found["endpoint_name"])
-    )
+    # As on AWS, the endpoint may show Deleting for a moment: until DescribeEndpoint says it is gone.
+    seen, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            seen.append(
+                session.sagemaker_client.describe_endpoint(EndpointName=found["endpoint_name"])[
+                    "EndpointStatus"
+                ]
+            )
+        except ClientError as exc:
+            found["describe_deleted"] = exc.response["Error"]["Code"]
+            break
+        time.sleep(0.5)
+    found["statuses_while_deleting"] = sorted(set(seen))
 
 with step("failing_fit"):
     failing = estimator(mode="fail")

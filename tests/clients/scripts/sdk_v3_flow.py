@@ -6,7 +6,7 @@ import sys
 import time
 
 import boto3
-from common import CODE, IMAGE, ROLE, done, found, step, tar_member
+from common import CODE, IMAGE, ROLE, done, found, log_messages, step, tar_member
 
 bucket, base = sys.argv[1], sys.argv[2]
 with step("import"):
@@ -44,6 +44,9 @@ with step("describe"):
     found["arguments"] = job["AlgorithmSpecification"].get("ContainerArguments")
     found["channels"] = sorted(c["ChannelName"] for c in job.get("InputDataConfig", []))
     found["max_runtime"] = job["StoppingCondition"]["MaxRuntimeInSeconds"]
+    logs, group = boto_session.client("logs"), "/aws/sagemaker/TrainingJobs"
+    streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=name + "/")["logStreams"]
+    found["log_tail"] = log_messages(logs, group, streams[0]["logStreamName"])[0][-40:] if streams else []
     uri = job["ModelArtifacts"]["S3ModelArtifacts"]
     key = uri.split(f"s3://{bucket}/", 1)[1]
     found["model_json"] = json.loads(
