@@ -210,15 +210,16 @@ class MetricOrdered:
 
     def count(self) -> int:
         """Every matching job, read in indexes: with metric filters, the rows of the first one's
-        metric (one per job) that meet them all; without filters, the jobs' ``COUNT(*)`` (and
-        the metric's rows, where the first part ends); with other filters alone, those jobs.
-        How many have the metric is otherwise read only for a page past them (``with_count``)."""
+        metric (one per job) that meet them all; without filters, the jobs' ``COUNT(*)`` and the
+        metric's rows; with other filters alone, those jobs. How many of those have the metric
+        is otherwise read only for a page past them (``with_count``)."""
         if self._count is None:
             if self.none_without:
                 self._count = self._with_count = self.series.count()
             elif self.conditions:
                 self._count = self._narrow(_series_meeting(self.conditions)).count()
             elif not self.narrowed:
+                # Where the first part ends, too: a page past it then costs what one inside does.
                 self._with_count = self.series.count()
                 self._count = TrainingJob.objects.count()
             else:
