@@ -299,3 +299,20 @@ def test_cli_training_job_from_json_wait_and_logs(
         "--start-from-head",
     )
     assert "epoch=2 loss=0.333" in [e["message"] for e in json.loads(out.stdout)["events"]]
+
+
+def test_cli_errors_come_back_as_aws_codes(user: Client, aws_venv, bucket: str) -> None:
+    """What the CLI prints (and exits with) for a wrong secret, an unknown key, a bucket name S3
+    refuses and an operation anyjob does not serve."""
+    wrong = {"AWS_SECRET_ACCESS_KEY": "x" * 40}
+    out = user.run(aws_venv, "sagemaker", "list-training-jobs", tool="aws", check=False, extra_env=wrong)
+    assert out.returncode != 0 and "(InvalidSignatureException)" in out.stderr, out.stderr
+    unknown = {"AWS_ACCESS_KEY_ID": "AKIA" + "Q" * 16}
+    out = user.run(aws_venv, "logs", "describe-log-groups", tool="aws", check=False, extra_env=unknown)
+    assert out.returncode != 0 and "(UnrecognizedClientException)" in out.stderr, out.stderr
+    out = user.run(aws_venv, "s3", "mb", "s3://Not_A_Bucket", tool="aws", check=False)
+    assert out.returncode != 0 and "InvalidBucketName" in out.stderr, out.stderr
+    out = user.run(aws_venv, "sagemaker", "list-clusters", tool="aws", check=False)
+    assert out.returncode != 0 and "(UnknownOperationException)" in out.stderr, out.stderr
+    out = user.run(aws_venv, "s3", "ls", f"s3://{bucket}-missing", tool="aws", check=False)
+    assert out.returncode != 0 and "NoSuchBucket" in out.stderr, out.stderr

@@ -93,3 +93,10 @@ def test_the_sdks_own_driver_runs_on_the_local_backend(user: Client, sdk_v3_venv
     assert "Training Container Execution Completed" in log
     model = json.loads(storage.read_tar_member(job["ModelArtifacts"]["S3ModelArtifacts"], "model.json", 1024))
     assert model == {"scale": 4.0}
+
+
+def test_a_role_anyjob_does_not_know_is_refused_by_the_sdk(user: Client, sdk_v3_venv, bucket: str) -> None:
+    found = user.script(sdk_v3_venv, "sdk_v3_role.py", bucket)
+    no_errors(found)
+    assert found["refused"] is not None and found["refused"].startswith("RoleValidationError"), found
+    assert "not-known-to-anyjob" in found["refused"]
