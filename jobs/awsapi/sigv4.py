@@ -9,7 +9,8 @@ Two forms, both as AWS's SigV4 documentation specifies them and as botocore sign
   makes for S3.
 
 The canonical request is rebuilt from the request as it came over the wire: the path as the
-client encoded it (gunicorn's ``RAW_URI``; otherwise ``PATH_INFO`` re-encoded). For S3 the path
+client encoded it (gunicorn's ``RAW_URI``; otherwise Django's decoded ``PATH_INFO``
+re-encoded from UTF-8). For S3 the path
 is used as sent; for every other service it is normalised and URI-encoded once more, which is
 AWS's (and botocore's) "double encoding". Query parameters are decoded, re-encoded per RFC 3986
 and sorted; headers are the signed ones only, values trimmed, inner spaces collapsed.
@@ -28,15 +29,19 @@ until ``X-Amz-Expires`` seconds later (at most 7 days, as AWS).
 Replays. AWS refuses nothing inside the 15-minute window: a request captured on the wire can
 be sent again until it expires, and after that it is ``Expired`` like any late request. anyjob
 is also reached over plain HTTP on a laptop or a LAN, where capturing is easier, so it goes one
-step further for requests that change something (``ReplayGuard``): the signature of a
-state-changing request is claimed in the database before the handler runs, and an identical
-signature within the window is refused (``Replayed``). A claim is released when the answer is
-not a success, so botocore's own retries — which re-sign, but may land in the same second and
-so carry the same signature — go through after a 5xx or a throttle. Reads (``Describe*``,
-``List*``, ``Get*``, S3 GET/HEAD, ...) are not guarded: repeating one changes nothing, and SDK
-waiters and ``aws logs tail`` repeat them. Claims older than twice the window are purged.
-``X-Amz-Date`` counts seconds: the same write signed twice within one second has one signature,
-and the second is refused like a replay (such a duplicate would fail anyway: ``ResourceInUse``).
+step further for the requests whose replay would change something AWS answers differently
+(``jobs.awsapi.replay``): the signature of a state-changing SageMaker request (``Create*``,
+``Delete*``, ``Stop*``, ``Update*``) is claimed in the database before the handler runs, and
+an identical signature within the window is refused (``Replayed``). A claim is released when
+the answer is not a success, so botocore's own retries — which re-sign, but may land in the
+same second and so carry the same signature — go through after a 5xx or a throttle. Not
+guarded, as AWS answers them normally when repeated: reads (``Describe*``, ``List*``,
+``Get*``, ``Head*``, ...: SDK waiters and ``aws logs tail`` repeat them), idempotent writes
+(``AddTags``, ``DeleteTags``), InvokeEndpoint, and every S3 call (an overwrite or a delete of
+the same key twice, a part uploaded again, and a retry after a lost answer are ordinary S3).
+Claims older than twice the window are purged. ``X-Amz-Date`` counts seconds: the same
+guarded write signed twice within one second has one signature, and the second is refused
+like a replay (such a duplicate would fail anyway: ``ResourceInUse``).
 
 Secrets are compared with ``hmac.compare_digest``. Errors are ``AuthError`` with a ``kind``;
 the dispatcher turns a kind into each protocol's code and status (``views.AUTH_ERRORS``).
@@ -64,6 +69,12 @@ _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _AUTH_PART = re.compile(r"\s*([A-Za-z]+)\s*=\s*([^,\s]*)\s*")
 _KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 _SCOPE_PART = re.compile(r"[a-z0-9-]{1,64}")
+#: The answer to a SigV2 presigned URL (``AWSAccessKeyId``, ``Signature``, ``Expires``).
+SIGV2_MESSAGE = (
+    "This URL is signed with Signature Version 2 (AWSAccessKeyId, Signature, Expires), which anyjob "
+    "does not accept: presign with Signature Version 4, from a client made with "
+    'botocore.config.Config(signature_version="s3v4").'
+)
 #: What a header-signed request must sign besides what the client chooses.
 _REQUIRED_SIGNED = {"host"}
 
@@ -171,10 +182,12 @@ def raw_path(meta: dict[str, Any]) -> str:
         if path.startswith(("http://", "https://")):  # an absolute-form request line
             path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
         return path or "/"
-    # wsgiref/the test client: PATH_INFO is the decoded bytes as latin-1; encode them as AWS
-    # clients do (every byte but the unreserved ones and "/").
+    # wsgiref (pytest-django's live_server)/the test client: Django has already decoded
+    # PATH_INFO and SCRIPT_NAME as UTF-8 (WSGIRequest replaces the WSGI server's latin-1
+    # string), so the client's bytes are the UTF-8 of the text; encode them as AWS clients do
+    # (every byte but the unreserved ones and "/").
     path = meta.get("SCRIPT_NAME", "") + meta.get("PATH_INFO", "/")
-    return _uri_encode(path.encode("latin-1"), safe="/~") or "/"
+    return _uri_encode(path.encode("utf-8", "surrogateescape"), safe="/~") or "/"
 
 
 def canonical_uri(path: str, service: str) -> str:
@@ -376,6 +389,10 @@ def parse(meta: dict[str, Any], query: dict[str, str]) -> Parsed:
             presigned=True,
             expires=expires,
         )
+    if "Signature" in query and "AWSAccessKeyId" in query:
+        # botocore presigns S3 URLs with SigV2 unless the client asks for s3v4: say so, rather
+        # than "missing" (SigV2 is not verified here: one scheme, the one every client can use).
+        raise AuthError("malformed", SIGV2_MESSAGE)
     raise AuthError("missing", "Request is missing Authentication Token")
 
 

@@ -212,6 +212,8 @@ def _capture_and_replay(client, event: str):
     captured: dict = {}
 
     def keep_or_replay(request, **kwargs):
+        if hasattr(request.body, "read"):  # S3's bodies are streams: keep the bytes, send them
+            request.body = request.body.read()
         if "headers" not in captured:
             captured["headers"] = dict(request.headers)
             captured["body"] = request.body
@@ -351,3 +353,81 @@ def test_a_captured_successful_write_replayed_is_refused_and_changes_nothing(api
     assert fresh == "ResourceInUse"
     names = [j["TrainingJobName"] for j in sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"]]
     assert names == [name]
+
+
+# --- what the replay guard leaves alone, the path without RAW_URI, SigV2 presigned URLs -------
+
+
+@pytest.fixture
+def s3_store(settings, tmp_path):
+    settings.ANYJOB_S3_ROOT = tmp_path / "s3"
+    return settings.ANYJOB_S3_ROOT
+
+
+def test_heads_are_reads_and_only_non_idempotent_sagemaker_writes_are_guarded() -> None:
+    from jobs.awsapi import replay
+
+    assert not replay.changes_state("HeadObject") and not replay.changes_state("HeadBucket")
+    assert replay.guarded("sagemaker", "CreateTrainingJob") and replay.guarded("sagemaker", "DeleteEndpoint")
+    assert not replay.guarded("sagemaker", "AddTags") and not replay.guarded("sagemaker", "DeleteTags")
+    assert not replay.guarded("s3", "PutObject") and not replay.guarded("s3", "DeleteObject")
+    assert not replay.guarded("sagemaker", "DescribeTrainingJob")
+
+
+def test_identical_s3_writes_and_tags_are_answered_as_aws_answers_them(api, s3_store) -> None:
+    """The same bytes on the wire twice (what botocore's retry after a lost answer sends, in the
+    same second): S3 and idempotent writes succeed both times, nothing is claimed."""
+    from jobs.awsapi.models import SeenSignature
+
+    s3 = api.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="replays")
+    _capture_and_replay(s3, "before-send.s3.PutObject")
+    s3.put_object(Bucket="replays", Key="k", Body=b"same")
+    s3.put_object(Bucket="replays", Key="k", Body=b"same")
+    assert s3.get_object(Bucket="replays", Key="k")["Body"].read() == b"same"
+    _capture_and_replay(s3, "before-send.s3.DeleteObject")
+    s3.delete_object(Bucket="replays", Key="k")
+    s3.delete_object(Bucket="replays", Key="k")  # S3 answers 204 for a missing key too
+    sm = api.client("sagemaker")
+    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310"
+    arn = sm.create_model(
+        ModelName=f"tags-{int(time.time() * 1000)}",
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/anyjob-local",
+        PrimaryContainer={"Image": image},
+    )["ModelArn"]
+    _capture_and_replay(sm, "before-send.sagemaker.AddTags")
+    for _ in range(2):
+        sm.add_tags(ResourceArn=arn, Tags=[{"Key": "team", "Value": "ml"}])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "ml"}]
+    assert SeenSignature.objects.count() == 1  # the CreateModel alone
+
+
+def test_a_key_beyond_ascii_verifies_without_raw_uri(api, s3_store) -> None:
+    """pytest-django's live_server (wsgiref) has no RAW_URI: the path Django decoded is
+    re-encoded from UTF-8, so the signature of a key beyond ASCII matches."""
+    from jobs.awsapi import sigv4
+
+    meta = {"SCRIPT_NAME": "", "PATH_INFO": "/aws/b/ünï/日本"}
+    assert sigv4.raw_path(meta) == "/aws/b/" + urllib.parse.quote("ünï/日本".encode(), safe="/")
+    s3 = api.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="unicode")
+    for key in ("ünï/cödé.csv", "日本/データ", "emoji/🙂"):
+        s3.put_object(Bucket="unicode", Key=key, Body=key.encode())
+        assert s3.get_object(Bucket="unicode", Key=key)["Body"].read() == key.encode()
+        assert s3.head_object(Bucket="unicode", Key=key)["ContentLength"] == len(key.encode())
+
+
+def test_a_sigv2_presigned_url_is_refused_saying_to_use_s3v4(api, s3_store) -> None:
+    import requests
+
+    s3 = api.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="presigned")
+    s3.put_object(Bucket="presigned", Key="k", Body=b"secret")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "k"})
+    assert "AWSAccessKeyId=" in url and "X-Amz-Signature" not in url  # botocore's default: SigV2
+    answer = requests.get(url, timeout=10, proxies={"http": None, "https": None})
+    assert answer.status_code == 400 and b"secret" not in answer.content
+    assert 'signature_version="s3v4"' in unquote(answer.text).replace("&quot;", '"')
+    v4 = api.client("s3", s3={"addressing_style": "path"}, signature_version="s3v4")
+    good = v4.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "k"})
+    assert requests.get(good, timeout=10, proxies={"http": None, "https": None}).content == b"secret"
