@@ -14,6 +14,7 @@ own (no ``~/.aws``), the SDK's telemetry off (its config file), instance metadat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -121,9 +122,9 @@ def venv_fixture(name: str):
     def fixture(request: pytest.FixtureRequest) -> venvs.Venv:
         started = time.monotonic()
         venv = venvs.ensure(name)
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"{venvs.describe(venv)} ({time.monotonic() - started:.1f} s)")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\n{venvs.describe(venv)} ({time.monotonic() - started:.1f} s)", flush=True)
         return venv
 
     return fixture
