@@ -3,6 +3,7 @@ endpoint followed by the endpoint waiters, and the errors AWS gives for what can
 
 import json
 import sys
+import time
 
 import boto3
 from common import (
@@ -31,6 +32,9 @@ with step("upload_code"):
 request = training_request(name, bucket, scale=3)
 with step("create_training_job"):
     found["arn"] = sm.create_training_job(**request)["TrainingJobArn"]
+    # In a later second: within the same one botocore's signature is the same, and anyjob's
+    # replay guard refuses it as a captured request replayed (not ResourceInUse, as AWS says).
+    time.sleep(1.1)
     found["duplicate"] = error_code(lambda: sm.create_training_job(**request))
 
 with step("waiter_training_job_completed_or_stopped"):
