@@ -183,7 +183,11 @@ class MetricOrdered:
         series = MetricSeries.objects.filter(name=name, **{f"{stat}__isnull": False})
         series = _also_meeting(series, name, self.conditions)
         self.narrowing = jobs.order_by().values("pk")
-        self.series = series = self._narrow(series)
+        self.series = self._narrow(series)
+        if narrowed:
+            # The walk stops at the page's end: each job it meets is probed by its key (listing
+            # the filters' jobs, as the counts do, would cost a list of all of them per page).
+            series = series.filter(Exists(jobs.order_by().filter(pk=OuterRef("job_id"))))
         order = (F(stat).desc(), F("job_id").desc()) if descending else (F(stat).asc(), F("job_id").asc())
         self.with_metric = series.order_by(*order).values("job_id")
         # Each job probed for its row of the metric (as ``NOT IN``, every read listed the
