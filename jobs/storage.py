@@ -22,10 +22,13 @@ Errors
 Channel layout (``stage_prefix``)
     An S3Prefix channel holds every object whose key starts with the prefix — a plain string
     prefix, so ``s3://b/data/train`` also matches ``data/training/x``. Each object lands under the
-    channel directory at its key *relative to the prefix's last "/"*: with prefix ``data/train/``,
-    ``data/train/a/x.csv`` → ``a/x.csv``; with prefix ``data/train``, ``data/train/a/x.csv`` →
-    ``train/a/x.csv`` and ``data/train-2.csv`` → ``train-2.csv``; a prefix that is one object's
-    full key gives that object's base name. That is what SageMaker itself does: files partially
+    channel directory below the prefix when its key continues the prefix past a "/": with prefix
+    ``data/train/`` or ``data/train``, ``data/train/a/x.csv`` → ``a/x.csv`` (the SDKs' ``upload_data``
+    returns slash-less prefixes and their scripts read the files at the channel's top: SDK v3's
+    ``sm_drivers`` channel is one). A key that matches the prefix only partially lands *relative to
+    the prefix's last "/"*: with prefix ``data/train``, ``data/train-2.csv`` → ``train-2.csv`` and
+    ``data/training/x.csv`` → ``training/x.csv``; a prefix that is one object's full key gives that
+    object's base name. That is what SageMaker itself does: files partially
     matched by a prefix keep their full base names in remote jobs (aws/sagemaker-python-sdk issue
     #3612, which reports the SDK's local mode cutting them to the suffix — ``-data.csv`` — instead;
     we do not copy that). A ``file://`` channel is a path, not a string prefix: a directory's
@@ -375,12 +378,11 @@ def list_prefix(uri: str, max_keys: int | None = None) -> list[ObjectInfo]:
     loc = parse(uri, prefix=True)
     found: list[ObjectInfo] = []
     if loc.scheme == "s3":
-        base = _s3_base(loc.key)
         for key, length in _s3_objects(loc, uri):
             if max_keys is not None and len(found) >= max_keys:
                 break
             if not key.endswith("/"):
-                found.append(ObjectInfo(f"s3://{loc.bucket}/{key}", key[len(base) :], length))
+                found.append(ObjectInfo(f"s3://{loc.bucket}/{key}", _s3_relative(loc.key, key), length))
         return found
     with _file_errors(uri):
         for path, relative, length in _local_files(loc.path):
@@ -452,13 +454,12 @@ class _Budget:
 
 
 def _stage_s3(loc: Location, uri: str, dest: Path, budget: _Budget, role_arn: str | None, client: Any) -> int:
-    base = _s3_base(loc.key)
     files = seen = 0
     try:
         for key, length in _s3_objects(loc, uri, client):
             seen += 1
             object_uri = f"s3://{loc.bucket}/{key}"
-            target = dest / _safe_relative(key[len(base) :], object_uri)
+            target = dest / _safe_relative(_s3_relative(loc.key, key), object_uri)
             if key.endswith("/"):
                 target.mkdir(parents=True, exist_ok=True)
                 continue
@@ -1041,9 +1042,16 @@ def _s3(credentials: Credentials | None = None) -> Any:
     return aws.client("s3", credentials=credentials)
 
 
-def _s3_base(key: str) -> str:
-    """The part of a prefix up to and including its last "/": what object keys are relative to."""
-    return key[: key.rfind("/") + 1]
+def _s3_relative(prefix: str, key: str) -> str:
+    """Where an object under ``prefix`` lands in its channel (module docstring): below the prefix
+    when the key continues it past a "/" (``data/train`` + ``data/train/a/x.csv`` → ``a/x.csv``,
+    what ``upload_data``'s slash-less URIs rely on), else relative to the prefix's last "/"
+    (a partial match keeps its base name; a prefix naming one object gives that object's)."""
+    if not prefix or prefix.endswith("/"):
+        return key[len(prefix) :]
+    if key[len(prefix) : len(prefix) + 1] == "/":
+        return key[len(prefix) + 1 :]  # one "/" only: "data//x" keeps its empty segment (refused)
+    return key[prefix.rfind("/") + 1 :]
 
 
 def _s3_objects(loc: Location, uri: str, client: Any = None) -> Iterator[tuple[str, int]]:

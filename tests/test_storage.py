@@ -202,10 +202,18 @@ def test_an_s3_listing_is_a_string_prefix_and_skips_folder_markers(bucket, s3_cl
     put(s3_client, bucket, {"data/train/x": b"1", "data/training/y": b"22", "data/folder/": b""})
     listed = storage.list_prefix(f"s3://{bucket}/data/train")
     assert [(o.uri, o.relative) for o in listed] == [
-        (f"s3://{bucket}/data/train/x", "train/x"),
+        (f"s3://{bucket}/data/train/x", "x"),
         (f"s3://{bucket}/data/training/y", "training/y"),
     ]
     assert len(storage.list_prefix(f"s3://{bucket}")) == 2
+
+
+def test_a_prefix_without_its_slash_lands_its_objects_at_the_top(bucket, s3_client, tmp_path):
+    # What Session.upload_data returns (s3://bucket/data, no "/"), and SDK v3's sm_drivers
+    # channel: the scripts read /opt/ml/input/data/<channel>/<file>.
+    put(s3_client, bucket, {"job/input/sm_drivers/sm_train.sh": b"1", "job/input/sm_drivers/s/e.py": b"2"})
+    storage.stage_prefix(f"s3://{bucket}/job/input/sm_drivers", tmp_path / "sm_drivers")
+    assert files_under(tmp_path / "sm_drivers") == {"sm_train.sh": b"1", "s/e.py": b"2"}
 
 
 def test_a_missing_directory_lists_as_not_found(tmp_path):
@@ -244,7 +252,7 @@ def test_a_partial_prefix_keeps_full_base_names(bucket, s3_client, tmp_path):
     assert files_under(tmp_path / "training") == {
         "train-data.csv": b"1",
         "train-ground-truth.csv": b"2",
-        "train/x.csv": b"3",
+        "x.csv": b"3",  # below the prefix: it continues past a "/"
     }
 
 
@@ -329,7 +337,7 @@ def test_a_key_with_a_leading_slash_is_refused(bucket, s3_client, tmp_path):
 def test_a_key_that_is_also_a_folder_fails_cleanly(bucket, s3_client, tmp_path):
     put(s3_client, bucket, {"data/train": b"file", "data/train/x": b"inside"})
     with pytest.raises(ChannelError, match=r"^Data download failed:Failed to download data"):
-        storage.stage_prefix(f"s3://{bucket}/data/train", tmp_path / "c")
+        storage.stage_prefix(f"s3://{bucket}/data/", tmp_path / "c")
 
 
 def test_max_bytes_stops_staging_before_the_disk_fills(bucket, s3_client, tmp_path):

@@ -29,7 +29,23 @@ DEFAULT_ACCOUNT = "000000000000"
 #: What a SageMaker execution role may do here: the services a training job or an endpoint
 #: calls. ``iam:PassRole`` is what the caller needs to hand a role to SageMaker.
 ALLOWED_SERVICES = ("sagemaker", "s3", "logs", "cloudwatch", "ecr")
-ALLOWED_ACTIONS = ("iam:passrole", "iam:getrole", "sts:getcalleridentity")
+#: The EC2 actions are those SageMaker's execution-role policy grants for jobs in a VPC (network
+#: interfaces, and describing the VPC they join); SDK v3's ``ModelTrainer`` checks every one of
+#: them and refuses a role denied any.
+ALLOWED_ACTIONS = (
+    "iam:passrole",
+    "iam:getrole",
+    "sts:getcalleridentity",
+    "ec2:createnetworkinterface",
+    "ec2:createnetworkinterfacepermission",
+    "ec2:deletenetworkinterface",
+    "ec2:deletenetworkinterfacepermission",
+    "ec2:describenetworkinterfaces",
+    "ec2:describevpcs",
+    "ec2:describedhcpoptions",
+    "ec2:describesubnets",
+    "ec2:describesecuritygroups",
+)
 MAX_ACTIONS = 128
 #: A fixed creation date: the roles are configuration, not resources created through the API.
 ROLE_CREATED = datetime(2024, 1, 1, tzinfo=UTC)

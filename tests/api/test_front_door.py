@@ -87,13 +87,23 @@ def test_simulate_principal_policy_allows_the_roles_sagemaker_actions(api) -> No
     role = "arn:aws:iam::000000000000:role/anyjob-local"
     results = iam.simulate_principal_policy(
         PolicySourceArn=role,
-        ActionNames=["sagemaker:CreateTrainingJob", "s3:GetObject", "iam:PassRole", "ec2:RunInstances"],
+        ActionNames=[
+            "sagemaker:CreateTrainingJob",
+            "s3:GetObject",
+            "iam:PassRole",
+            "ec2:CreateNetworkInterface",
+            "ec2:DescribeVpcs",
+            "ec2:RunInstances",
+        ],
     )["EvaluationResults"]
     decisions = {r["EvalActionName"]: r["EvalDecision"] for r in results}
     assert decisions == {
         "sagemaker:CreateTrainingJob": "allowed",
         "s3:GetObject": "allowed",
         "iam:PassRole": "allowed",
+        # What a job in a VPC needs (SDK v3's ModelTrainer checks these), not EC2 at large.
+        "ec2:CreateNetworkInterface": "allowed",
+        "ec2:DescribeVpcs": "allowed",
         "ec2:RunInstances": "implicitDeny",
     }
     code, _, _ = code_of(
