@@ -2,6 +2,7 @@
 own driver (``ContainerEntrypoint`` over the ``code`` and ``sm_drivers`` channels)."""
 
 import json
+import logging
 import sys
 import time
 
@@ -9,6 +10,9 @@ import boto3
 from common import CODE, IMAGE, ROLE, done, found, log_messages, step, tar_member
 
 bucket, base = sys.argv[1], sys.argv[2]
+# SDK v3 prints the job's log (logs=True) through the logging module and configures no handler
+# unless rich logging is opted in: what a script or notebook does to see it.
+logging.basicConfig(level=logging.INFO)
 with step("import"):
     from sagemaker.core.training.configs import Compute, SourceCode
     from sagemaker.train import ModelTrainer, Session
