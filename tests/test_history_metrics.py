@@ -437,7 +437,9 @@ def test_at_100000_seeded_jobs_the_metric_pages_keep_their_queries_and_indexes(c
         "/jobs/?sort=-metric:validation:loss:min&page=500",
         "/jobs/?mf=validation:loss:min:lt:0.3&col=metric:train:loss:last",
     ]
-    small = [query_count(client, u) for u in urls]
+    # At 1,000 jobs there is no page 500 (Django shows the last, where the jobs with the loss end
+    # and those without begin: one more read); page 10 is the same kind of page as 500 at 100,000.
+    small = [query_count(client, u.replace("page=500", "page=10")) for u in urls]
     seeded(100_000)
     big = [query_count(client, u) for u in urls]
     assert all(b - s in (0, 1) for s, b in zip(small, big, strict=True)), (small, big)
