@@ -84,6 +84,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /aws (signed API calls) answered here, past the browser's middleware below (its docstring).
+    "jobs.awsapi.middleware.ApiFrontDoorMiddleware",
     # Static files straight from the WSGI app (gunicorn has no static file server).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -219,7 +219,7 @@ def _serve(
 def _lookup_key(access_key_id: str):
     from jobs.awsapi.models import AccessKey
 
-    key = AccessKey.objects.select_related("user").filter(access_key_id=access_key_id).first()
+    key = AccessKey.with_user(access_key_id)
     if key is None or not key.user.is_active:
         raise AuthError("unknown_key", UNKNOWN_KEY_MESSAGE)
     if key.revoked_at is not None:
