@@ -33,6 +33,8 @@ from django.http import HttpRequest, HttpResponse
 
 from jobs.awsapi import views
 
+#: Every ``/aws`` answer, to a browser: no script, no plugin, no same-origin access, no loads.
+API_CSP = "sandbox; default-src 'none'"
 #: How long an API request's SQLite connection stays open for the thread's next request.
 KEEP_SQLITE_SECONDS = 60
 _KEPT = "_anyjob_kept_for_api"
@@ -57,6 +59,12 @@ class ApiFrontDoorMiddleware:
         if not response.streaming and not response.has_header("Content-Length"):
             response.headers["Content-Length"] = str(len(response.content))
         response.headers.setdefault("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper())
+        # An S3 object is served with the Content-Type its uploader chose, from the dashboard's
+        # own origin (on AWS it is another origin): a teammate's text/html object opened from a
+        # presigned link must not run script as whoever opens it. A sandboxed document has an
+        # origin of its own and runs nothing; API clients ignore the header.
+        response.headers["Content-Security-Policy"] = API_CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
         _keep_connection()
         return response
 
