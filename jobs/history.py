@@ -212,6 +212,13 @@ class MetricOrdered:
             .order_by(value.desc() if self.descending else value.asc(), "-id" if self.descending else "id")
         )
 
+    @staticmethod
+    def _listed(ids: QuerySet[Any]) -> list[int]:
+        """A page's ids read on their own, so that its rows are then read by explicit keys: as
+        ``id IN (a LIMIT … OFFSET … subquery)`` in one query, PostgreSQL without statistics
+        (a table just filled) planned the subquery once per job of the history."""
+        return [next(iter(row.values())) for row in ids]  # rows of one value: the job's id
+
     def count(self) -> int:
         """Every matching job, read in indexes: with metric filters, the rows of the first one's
         metric (one per job) that meet them all; without filters, the jobs' ``COUNT(*)`` and the
@@ -278,7 +285,7 @@ class MetricOrdered:
         if stop <= start:
             return []
         if self._with_count is None or start < self._with_count:
-            rows = list(self._rows(self._with_ids(start, stop)))
+            rows = list(self._rows(self._listed(self._with_ids(start, stop))))
             if len(rows) == stop - start or self.none_without:
                 return rows
             if rows or start == 0:
@@ -292,7 +299,7 @@ class MetricOrdered:
         if self.none_without:
             return rows
         offset = max(0, start - self._with_count)
-        ids = self.without.values("pk")[offset : offset + (stop - start - len(rows))]
+        ids = self._listed(self.without.values("pk")[offset : offset + (stop - start - len(rows))])
         # By key, with their owners joined: the OFFSET skips entries of the index the ids are
         # read in, never rows (as a join, SQLite would read every row skipped).
         later = TrainingJob.objects.select_related("owner").filter(pk__in=ids)
