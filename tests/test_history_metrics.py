@@ -308,9 +308,7 @@ def test_each_row_has_a_compare_checkbox_and_the_button_goes_to_the_compare_page
     ],
 )
 def test_a_selection_that_cannot_be_compared_says_so_on_the_history(signed_in, runs, ticked, message):
-    response = signed_in.get(
-        "/compare/selected/", {"jobs": ticked, "back": "?sort=name&q=run"}, follow=True
-    )
+    response = signed_in.get("/compare/selected/", {"jobs": ticked, "back": "?sort=name&q=run"}, follow=True)
     assert response.redirect_chain[-1][0] == "/jobs/?sort=name&q=run"
     assert message.replace("'", "&#x27;") in response.content.decode()
 

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0010_metrics'),
+        ("jobs", "0010_metrics"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pollstate',
-            name='metrics_at',
+            model_name="pollstate",
+            name="metrics_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='pollstate',
-            name='metrics_final',
+            model_name="pollstate",
+            name="metrics_final",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

@@ -5,25 +5,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('local_sagemaker', '0002_endpoints'),
+        ("local_sagemaker", "0002_endpoints"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LocalMetricBatch',
+            name="LocalMetricBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('first_step', models.PositiveBigIntegerField()),
-                ('count', models.PositiveIntegerField()),
-                ('dropped', models.PositiveBigIntegerField(default=0)),
-                ('points', models.BinaryField()),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='metric_batches', to='local_sagemaker.localtrainingjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=255)),
+                ("first_step", models.PositiveBigIntegerField()),
+                ("count", models.PositiveIntegerField()),
+                ("dropped", models.PositiveBigIntegerField(default=0)),
+                ("points", models.BinaryField()),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="metric_batches",
+                        to="local_sagemaker.localtrainingjob",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('job', 'name', 'first_step'), name='local_metric_batch_step')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("job", "name", "first_step"), name="local_metric_batch_step"
+                    )
+                ],
             },
         ),
     ]
