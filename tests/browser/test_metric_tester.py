@@ -11,8 +11,8 @@ LINES = "epoch 1 step 10: loss=0.52 lr=7e-05\nepoch 2 step 20: loss=0.31 lr=5e-0
 
 
 def test_the_tester_shows_captures_as_the_user_types(page: Page, stack, request) -> None:
-    erin = stack.create_user("erin", "erin-pass-42")
-    sign_in(page, stack.base_url, erin.username, erin.password)
+    ivy = stack.create_user("ivy", "ivy-pass-42")
+    sign_in(page, stack.base_url, ivy.username, ivy.password)
     page.goto("/new/")
     tester = page.locator("#metric-test")
     page.evaluate("window.anyjobTestMark = 'still here'")
