@@ -411,6 +411,20 @@ class _Definition:
     disabled: bool = False
 
 
+def _search(compiled: Any, line: str, seconds: float) -> Any:
+    """``compiled.search(line)`` bounded by ``seconds`` of this thread's CPU. The ``regex``
+    module's timeout is wall-clock: on a busy machine a simple pattern may be descheduled past
+    it. A timeout that used under half its CPU is such a pause: tried once more with ten times
+    the bound (a pattern that really is slow spends its CPU, and times out at once)."""
+    started = time.thread_time()
+    try:
+        return compiled.search(line, timeout=seconds)
+    except TimeoutError:
+        if time.thread_time() - started >= seconds / 2:
+            raise
+    return compiled.search(line, timeout=seconds * 10)
+
+
 class Matcher:
     """Every line against every usable definition, as SageMaker reads a job's log: the first
     match in the line, its first group. Each search is bounded by ``MATCH_SECONDS``; a
@@ -448,7 +462,7 @@ class Matcher:
             if d.disabled:
                 continue
             try:
-                m = d.compiled.search(line, timeout=self.match_seconds)
+                m = _search(d.compiled, line, self.match_seconds)
             except TimeoutError:
                 d.timeouts += 1
                 if d.timeouts >= MAX_TIMEOUTS:

@@ -355,3 +355,31 @@ def test_summaries_in_one_query(job, alice, django_assert_num_queries):
         job.pk: {"loss": {"last": 2.0, "min": 1.0, "max": 3.0, "count": 3}},
         other.pk: {"acc": {"last": 0.5, "min": 0.5, "max": 0.5, "count": 1}},
     }
+
+
+def test_a_match_paused_by_a_busy_machine_is_tried_again_not_counted_as_slow():
+    # The regex module's timeout is wall-clock: a simple pattern descheduled past it (a loaded
+    # machine) must not lose the point, nor count toward the metric being dropped.
+    import time as clock
+
+    import regex as re_module
+
+    real = re_module.compile(r"loss=(\S+)")
+
+    class Paused:
+        groups = 1
+        timeouts: list[float] = []
+
+        def search(self, line, timeout):
+            self.timeouts.append(timeout)
+            if len(self.timeouts) % 2 == 1:  # every first try: asleep past the bound, no CPU
+                clock.sleep(timeout * 1.5)
+                raise TimeoutError("regex timed out")
+            return real.search(line, timeout=timeout)
+
+    matcher = metrics.Matcher([{"name": "loss", "regex": r"loss=(\S+)"}])
+    matcher.defs[0].compiled = Paused()
+    for step in range(metrics.MAX_TIMEOUTS + 1):
+        assert [c.value for c in matcher.match(f"loss={step}e-3")] == [step * 1e-3]
+    assert matcher.defs[0].timeouts == 0 and not matcher.problems
+    assert Paused.timeouts[:2] == [metrics.MATCH_SECONDS, metrics.MATCH_SECONDS * 10]
