@@ -325,11 +325,20 @@ def release_leftovers(var_dir: Path) -> None:
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """anyjob as ``make run`` runs it, on a free port, with its own var/ folder."""
-    var_dir = tmp_path_factory.mktemp("browser-stack") / "var"
+    yield from run_stack(tmp_path_factory.mktemp("browser-stack") / "var", OUTPUT)
+
+
+def run_stack(var_dir: Path, output: Path, *, client_env: bool = True) -> Iterator[Stack]:
+    """Start ``python -m webapp.run`` over ``var_dir`` (its log in ``output``/stack.log), yield
+    it once its worker is ready, then Ctrl-C it and fail the test on whatever it left behind.
+    ``client_env=False`` drops the AWS_* variables: a server that is no client of anything."""
     port, password = free_port(), secrets.token_urlsafe(16)
     env = stack_env(var_dir, port, password)
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    log_path = OUTPUT / "stack.log"
+    if not client_env:
+        for name in [k for k in env if k.startswith("AWS_")]:
+            del env[name]
+    output.mkdir(parents=True, exist_ok=True)
+    log_path = output / "stack.log"
     started = time.monotonic()
     log_path.write_bytes(b"")
     with log_path.open("ab") as out:  # O_APPEND: the tests add lines of their own to it

@@ -20,7 +20,6 @@ import re
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,15 +28,11 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import (
-    START_TIMEOUT,
     Stack,
-    stack_env,
-    stop_stack,
+    run_stack,
     tail,
-    wait_for_worker,
 )
 from tests.clients import venvs
-from tests.servers import free_port, start, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -138,40 +133,7 @@ sdk_v3_venv = venv_fixture("sdk-v3")
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """anyjob as ``make run`` runs it, on a free port, with its own var/ folder."""
-    var_dir = tmp_path_factory.mktemp("clients-stack") / "var"
-    port, password = free_port(), secrets.token_urlsafe(16)
-    env = stack_env(var_dir, port, password)
-    for name in [k for k in env if k.startswith("AWS_")]:
-        del env[name]  # the server is no client of anything
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    log_path = OUTPUT / "stack.log"
-    log_path.write_bytes(b"")
-    started = time.monotonic()
-    with log_path.open("ab") as out:
-        launcher = start(
-            [sys.executable, "-m", "webapp.run"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for_port(port, timeout=START_TIMEOUT, proc=launcher)
-        wait_for_worker(launcher, log_path, START_TIMEOUT - (time.monotonic() - started))
-    except BaseException as error:
-        stop_stack(launcher, var_dir)
-        if isinstance(error, RuntimeError | TimeoutError):
-            raise RuntimeError(f"{error}\n--- {log_path} ---\n{tail(log_path)}") from None
-        raise
-    yield Stack(
-        base_url=f"http://127.0.0.1:{port}",
-        port=port,
-        var_dir=var_dir,
-        admin_username="admin",
-        admin_password=password,
-        env=env,
-        log_path=log_path,
-        process=launcher,
-    )
-    problems = stop_stack(launcher, var_dir)
-    if problems:
-        pytest.fail("; ".join(problems) + f"\n--- {log_path} ---\n{tail(log_path)}", pytrace=False)
+    yield from run_stack(tmp_path_factory.mktemp("clients-stack") / "var", OUTPUT, client_env=False)
 
 
 EXPORT = re.compile(r"^export (AWS_[A-Z_]+)=(\S+)$")
