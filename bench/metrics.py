@@ -193,6 +193,10 @@ def main() -> None:
         for n, j in ((2, two), (JOBS, joined))
     }
 
+    # What the web server does once before its first request (webapp.wsgi.settle).
+    from webapp.wsgi import settle
+
+    settle()
     timings: dict[str, list[float]] = {label: [] for label in urls}
     for run in range(3 + args.runs):
         for label, url in urls.items():

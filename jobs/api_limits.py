@@ -279,6 +279,13 @@ def _model(service: str) -> _Model:
     return _Model(service)
 
 
+def preload() -> None:
+    """Load the service models now (a server process at start-up: ``webapp.wsgi.settle``) rather
+    than in the first request that validates against them."""
+    for service in _SERVICES:
+        _model(service)
+
+
 @functools.cache
 def _operation(operation: str) -> tuple[_Model, _Shape]:
     # Compiling registers a shape before filling it in: one thread at a time, so that no other

@@ -150,8 +150,9 @@ class TrainingJob(models.Model):
             models.Index(
                 fields=["status", "-created_at", "-id", "search_text"], name="jobs_status_newest_idx"
             ),
-            # ?sort=name and -name (the unique index on name alone would read every row).
-            models.Index(fields=["name", "search_text"], name="jobs_name_search_idx"),
+            # ?sort=name and -name (the unique index on name alone would read every row); with
+            # the id, PostgreSQL reads a page's ids in it alone (SQLite's indexes hold it anyway).
+            models.Index(fields=["name", "search_text", "id"], name="jobs_name_search_id_idx"),
             models.Index(fields=["owner", "created_at"]),
             # The jobs of a status as a list of ids (the history sorted or filtered by a metric
             # and a status: jobs.history.MetricOrdered): a thirtieth of the indexes above.

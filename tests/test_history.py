@@ -244,7 +244,9 @@ def test_a_page_costs_the_same_queries_whatever_matches(client, alice):
             response = client.get(url)
         assert response.status_code == 200
         counts.append(len(queries))
-    assert counts == [5, 5, 5, 5]
+    # On PostgreSQL a search first lists the cut texts matching in their JSON (jobs.history._search).
+    search = 6 if connection.vendor == "postgresql" else 5
+    assert counts == [5, search, search, 5]
     assert len(response.context["page"]) == 20 and response.context["page"].paginator.count == 120
 
 

@@ -110,6 +110,11 @@ def _service() -> Any:
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
+def preload() -> None:
+    """Load SageMaker's service model now (``webapp.wsgi.settle``), not in the first API call."""
+    _service()
+
+
 def user_arn(ctx: Context) -> str:
     name = getattr(ctx.user, "username", "") or "anonymous"
     return f"arn:aws:iam::{ACCOUNT}:user/{name}"
