@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import threading
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -47,6 +48,25 @@ def _cipher_for(secret_key: str) -> AESGCM:
     """The AES-GCM key derived from ``SECRET_KEY``; kept per value (a test may change it)."""
     key = hmac.new(secret_key.encode(), b"anyjob.awsapi.AccessKey.secret/v1", hashlib.sha256).digest()
     return AESGCM(key)
+
+
+#: Derived signing keys kept (``AccessKey.signing_key``): a key a day, region and service.
+MAX_DERIVED_KEYS = 1024
+_DERIVED: dict[tuple[str, ...], bytes] = {}
+_DERIVED_LOCK = threading.Lock()
+
+
+def _derived(key: AccessKey, scope: tuple[str, ...]) -> bytes:
+    found = _DERIVED.get(scope)
+    if found is None:
+        from jobs.awsapi.sigv4 import signing_key
+
+        found = signing_key(key.secret(), *scope[3:])
+        with _DERIVED_LOCK:
+            if len(_DERIVED) >= MAX_DERIVED_KEYS:
+                _DERIVED.clear()  # yesterday's (or a rotated key's): derived again when needed
+            _DERIVED[scope] = found
+    return found
 
 
 def new_key_id() -> str:
@@ -107,6 +127,15 @@ class AccessKey(models.Model):
     def secret(self) -> str:
         raw = base64.b64decode(self.encrypted_secret)
         return _cipher().decrypt(raw[:12], raw[12:], self.access_key_id.encode()).decode()
+
+    def signing_key(self, date: str, region: str, service: str) -> bytes:
+        """SigV4's signing key for a day, region and service (what an AWS client derives once a
+        day and keeps). Derived keys are kept in this process by the key's id *and ciphertext*,
+        so a new secret never meets an old key (nor a new ``SECRET_KEY``, which is part of it);
+        the secret itself is not kept, and the row is still read at every request (a revoked key
+        is refused at once)."""
+        scope = (settings.SECRET_KEY, self.access_key_id, self.encrypted_secret, date, region, service)
+        return _derived(self, scope)
 
     @classmethod
     def with_user(cls, access_key_id: str, using: str = "default") -> AccessKey | None:

@@ -69,6 +69,10 @@ _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _AUTH_PART = re.compile(r"\s*([A-Za-z]+)\s*=\s*([^,\s]*)\s*")
 _KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 _SCOPE_PART = re.compile(r"[a-z0-9-]{1,64}")
+_DATE = re.compile(r"\d{8}", re.ASCII)
+_HEADER_NAME = re.compile(r"[a-z0-9-]{1,128}")
+_CREDENTIAL = re.compile(r"Credential=([^,\s]+)")
+_AMZ_DATE_FORM = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z", re.ASCII)
 #: The answer to a SigV2 presigned URL (``AWSAccessKeyId``, ``Signature``, ``Expires``).
 SIGV2_MESSAGE = (
     "This URL is signed with Signature Version 2 (AWSAccessKeyId, Signature, Expires), which anyjob "
@@ -271,7 +275,7 @@ def claimed_service(meta: dict[str, Any], query: dict[str, str]) -> str | None:
     credential = None
     auth = meta.get("HTTP_AUTHORIZATION", "")
     if auth.startswith(ALGORITHM):
-        match = re.search(r"Credential=([^,\s]+)", auth)
+        match = _CREDENTIAL.search(auth)
         credential = match.group(1) if match else None
     elif "X-Amz-Credential" in query:
         credential = query["X-Amz-Credential"]
@@ -286,7 +290,7 @@ def _credential(value: str) -> Credential:
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise AuthError("malformed", f"Credential should be scoped to a valid region, not '{value}'. ")
     akid, date, region, service, _ = parts
-    if not _KEY_ID.fullmatch(akid) or not re.fullmatch(r"\d{8}", date):
+    if not _KEY_ID.fullmatch(akid) or not _DATE.fullmatch(date):
         raise AuthError(
             "malformed",
             "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term",
@@ -297,8 +301,12 @@ def _credential(value: str) -> Credential:
 
 
 def _timestamp(amz_date: str) -> datetime:
+    # What ``strptime(amz_date, _AMZ_DATE)`` accepts, read by hand: a fifth of its time.
+    match = _AMZ_DATE_FORM.fullmatch(amz_date)
     try:
-        return datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=UTC)
+        if match is None:
+            raise ValueError(amz_date)
+        return datetime(*(int(part) for part in match.groups()), tzinfo=UTC)
     except ValueError:
         raise AuthError(
             "malformed",
@@ -308,7 +316,7 @@ def _timestamp(amz_date: str) -> datetime:
 
 def _signed_header_names(value: str) -> tuple[str, ...]:
     names = tuple(value.split(";")) if value else ()
-    if not names or any(not re.fullmatch(r"[a-z0-9-]{1,128}", n) for n in names) or len(names) > 64:
+    if not names or any(not _HEADER_NAME.fullmatch(n) for n in names) or len(names) > 64:
         raise AuthError(
             "malformed", "SignedHeaders must be a semicolon-separated list of lowercase header names."
         )
@@ -403,7 +411,6 @@ def check_time(parsed: Parsed, now: datetime) -> None:
             f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
             f"'{parsed.credential.date}' != '{parsed.amz_date[:8]}', from '{parsed.amz_date}'.",
         )
-    now_s = now.strftime(_AMZ_DATE)
     if parsed.presigned:
         if parsed.timestamp - now > MAX_SKEW:
             raise AuthError("presign_expired", "Request is not valid yet")
@@ -411,13 +418,13 @@ def check_time(parsed: Parsed, now: datetime) -> None:
             raise AuthError("presign_expired", "Request has expired")
         return
     if parsed.timestamp < now - MAX_SKEW:
-        earliest = (now - MAX_SKEW).strftime(_AMZ_DATE)
+        earliest, now_s = (now - MAX_SKEW).strftime(_AMZ_DATE), now.strftime(_AMZ_DATE)
         raise AuthError(
             "expired",
             f"Signature expired: {parsed.amz_date} is now earlier than {earliest} ({now_s} - 15 min.)",
         )
     if parsed.timestamp > now + MAX_SKEW:
-        latest = (now + MAX_SKEW).strftime(_AMZ_DATE)
+        latest, now_s = (now + MAX_SKEW).strftime(_AMZ_DATE), now.strftime(_AMZ_DATE)
         raise AuthError(
             "expired",
             f"Signature not yet current: {parsed.amz_date} is still later than {latest} ({now_s} + 15 min.)",
@@ -459,14 +466,16 @@ def verify(
     now: datetime | None = None,
 ) -> SignedRequest:
     """Check the request's signature. ``lookup(access_key_id)`` returns ``(key, secret)`` for a
-    usable key, else raises ``AuthError`` (``unknown_key``/``revoked``)."""
+    usable key, else raises ``AuthError`` (``unknown_key``/``revoked``); ``secret`` is the secret
+    itself, or a function ``(date, region, service) -> signing key`` (``AccessKey.signing_key``)."""
     parsed = parse(meta, query)
     service = parsed.credential.service
     try:
         check_time(parsed, now or datetime.now(UTC))
         payload = payload_hash_for(meta, parsed, body)
         key, secret = lookup(parsed.credential.access_key_id)
-        k = signing_key(secret, parsed.credential.date, parsed.credential.region, service)
+        derive = (lambda *scope: signing_key(secret, *scope)) if isinstance(secret, str) else secret
+        k = derive(parsed.credential.date, parsed.credential.region, service)
         creq = canonical_request(
             method, meta, service, parsed.signed_headers, payload, presigned=parsed.presigned
         )

@@ -69,6 +69,7 @@ QUERY_SERVICES = {
     "iam": ("2010-05-08", "https://iam.amazonaws.com/doc/2010-05-08/"),
 }
 INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_OPERATION_NAME = re.compile(r"[A-Za-z0-9]{1,100}")
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 
 #: An authentication failure's code and HTTP status, per protocol, as AWS answers it.
@@ -224,7 +225,7 @@ def _lookup_key(access_key_id: str):
         raise AuthError("unknown_key", UNKNOWN_KEY_MESSAGE)
     if key.revoked_at is not None:
         raise AuthError("revoked", UNKNOWN_KEY_MESSAGE)
-    return key, key.secret()
+    return key, key.signing_key
 
 
 def _query_dict(query_string: str) -> dict[str, str]:
@@ -271,11 +272,7 @@ def too_large() -> ApiError:
 def _json_request(request: HttpRequest, service: str, body: bytes) -> tuple[str, dict[str, Any]]:
     target = request.META.get("HTTP_X_AMZ_TARGET", "")
     prefix, _, op = target.partition(".")
-    if (
-        request.method != "POST"
-        or JSON_TARGETS.get(prefix) != service
-        or not re.fullmatch(r"[A-Za-z0-9]{1,100}", op)
-    ):
+    if request.method != "POST" or JSON_TARGETS.get(prefix) != service or not _OPERATION_NAME.fullmatch(op):
         raise ApiError("UnknownOperationException", "The requested operation is not recognized.")
     if (service, op) not in OPERATIONS:
         raise ApiError("UnknownOperationException", "The requested operation is not recognized.")
@@ -307,9 +304,13 @@ class _AwsJsonEncoder(json.JSONEncoder):
         return super().default(o)
 
 
+#: One encoder for every answer (it keeps no state between calls).
+_ENCODER = _AwsJsonEncoder(separators=(",", ":"))
+
+
 def json_response(result: dict[str, Any], request_id: str, status: int = 200) -> HttpResponse:
     response = HttpResponse(
-        json.dumps(result, cls=_AwsJsonEncoder, separators=(",", ":")),
+        _ENCODER.encode(result),
         status=status,
         content_type=JSON_CONTENT_TYPE,
     )
@@ -410,7 +411,7 @@ def _query_request(
     expected_version = QUERY_SERVICES[service][0]
     if not action:
         raise ApiError("MissingAction", "Missing Action")
-    if not re.fullmatch(r"[A-Za-z0-9]{1,100}", action):
+    if not _OPERATION_NAME.fullmatch(action):
         raise ApiError(
             "InvalidAction", f"Could not find operation {action[:100]} for version {expected_version}"
         )

@@ -5,7 +5,8 @@ the test client, which would leave the database connection open whatever the set
 is signed by botocore's own SigV4 signer. What is checked: an API answer carries the headers the
 full stack gave it and nothing of a browser's session; a kept SQLite connection is reused by
 the next API call, never by a page; and revoking a key, or deactivating its user, from another
-connection is seen by the very next call on a kept connection (nothing about a key is cached).
+connection is seen by the very next call on a kept connection (the row is read every time; only
+the signing key derived from a secret is kept, by its ciphertext: a changed secret misses it).
 """
 
 from __future__ import annotations
@@ -133,3 +134,24 @@ def test_a_user_deactivated_elsewhere_is_refused_at_the_next_call(key, django_us
     _elsewhere(lambda: django_user_model.objects.filter(pk=access_key.user_id).update(is_active=False))
     status, _, body = serve(signed_environ(access_key.access_key_id, secret))
     assert (status, b"<Code>InvalidClientTokenId</Code>" in body) == (403, True)
+
+
+def test_a_secret_changed_elsewhere_refuses_the_old_one_at_the_next_call(key) -> None:
+    """The derived signing key a process keeps (``AccessKey.signing_key``) is the old secret's:
+    once the row holds a new secret, a request signed with the old one is refused, and the new
+    one is accepted, though the old derived key is still in the process."""
+    from jobs.awsapi.models import AccessKey, new_secret
+
+    access_key, old = key
+    assert serve(signed_environ(access_key.access_key_id, old))[0] == 200
+    new = new_secret()
+
+    def rotate() -> None:
+        row = AccessKey.objects.get(pk=access_key.pk)
+        row.set_secret(new)
+        row.save(update_fields=["encrypted_secret"])
+
+    _elsewhere(rotate)
+    status, _, body = serve(signed_environ(access_key.access_key_id, old))
+    assert (status, b"<Code>SignatureDoesNotMatch</Code>" in body) == (403, True)
+    assert serve(signed_environ(access_key.access_key_id, new))[0] == 200
