@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,7 @@ from django.utils.http import urlencode
 
 from jobs.charts import direction_words, lower_is_better
 from jobs.detail import shown
-from jobs.metrics import CHUNK_POINTS, summaries
+from jobs.metrics import CHUNK_POINTS, flat_points, flat_summary, summaries, summary_extremes
 from jobs.models import MetricChunk, MetricSeries, TrainingJob
 
 MIN_JOBS = 2
@@ -68,9 +67,6 @@ PALETTE = [
     "#f77f00",
     "#2b2d42",
 ]
-
-_POINT = struct.Struct("<qd")
-_TRIPLE = struct.Struct("<qqd")
 
 
 class CompareError(Exception):
@@ -302,31 +298,17 @@ def overlay_points(series: list[MetricSeries], per_line: int) -> dict[int, list[
     if short:
         rows = MetricChunk.objects.filter(series_id__in=short).order_by("series_id", "seq")
         for sid, first, data in rows.values_list("series_id", "first_step", "points"):
-            data = bytes(data)
-            n = len(data) // _POINT.size
-            packed = struct.unpack(f"<{'qd' * n}", data[: n * _POINT.size])
+            n, packed = flat_points(data)
             out[sid] += _thin(tuple(range(first, first + n)), packed[0::2], packed[1::2], width[sid])
     if long:
         rows = MetricChunk.objects.filter(series_id__in=long).order_by("series_id", "seq")
         for sid, data in rows.values_list("series_id", "summary"):
-            data = bytes(data)
-            n = len(data) // _TRIPLE.size
             if width[sid] >= CHUNK_POINTS:  # the chunk is one bucket: read its values only
-                out[sid] += _chunk_extremes(data, n)
+                out[sid] += summary_extremes(data)
                 continue
-            packed = struct.unpack(f"<{'qqd' * n}", data[: n * _TRIPLE.size])
+            _, packed = flat_summary(data)
             out[sid] += _thin(packed[0::3], packed[1::3], packed[2::3], width[sid])
     return out
-
-
-def _chunk_extremes(summary: bytes, n: int) -> list[list[Any]]:
-    """A chunk's first, minimum, maximum and last point from its ``n`` summary triples: the
-    values unpacked alone (a third of the objects), the steps and times of the four only."""
-    if n == 0:
-        return []
-    values = struct.unpack(f"<{'16xd' * n}", summary[: n * _TRIPLE.size])
-    picks = sorted({0, values.index(min(values)), values.index(max(values)), n - 1})
-    return [list(_TRIPLE.unpack_from(summary, k * _TRIPLE.size)) for k in picks]
 
 
 def _bucket_width(count: int, per_line: int) -> int:
