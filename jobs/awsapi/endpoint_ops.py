@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.db import IntegrityError, transaction
 
-from jobs.awsapi import ownership, resources
+from jobs.awsapi import ownership
 from jobs.awsapi.common import OWNER_TAG, call, check, refuse_reserved_tags, shaped, timestamps
 from jobs.awsapi.registry import Context, operation
 from jobs.backends import get_backend
@@ -39,6 +39,12 @@ _DESCRIBES = {
     "DescribeModel": ("describe_model", "ModelName"),
     "DescribeEndpointConfig": ("describe_endpoint_config", "EndpointConfigName"),
     "DescribeEndpoint": ("describe_endpoint", "EndpointName"),
+}
+#: list operation → the backend method (its filters, sort and pages are the backend's).
+_LISTS = {
+    "ListModels": "list_models",
+    "ListEndpointConfigs": "list_endpoint_configs",
+    "ListEndpoints": "list_endpoints",
 }
 #: delete operation → (backend method, name member, describe method, ARN member).
 _DELETES = {
@@ -109,12 +115,14 @@ def _delete(operation_name: str) -> Any:
 
 
 def _list(operation_name: str) -> Any:
+    method = _LISTS[operation_name]
+
     def handler(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         params = timestamps(operation_name, params)
         check(operation_name, params)
-        return shaped(operation_name, call(resources.list_resources, get_backend(), operation_name, params))
+        return shaped(operation_name, call(getattr(get_backend(), method), **params))
 
-    handler.__name__ = operation_name
+    handler.__name__ = method
     handler.__doc__ = f"``{operation_name}`` with the service's filters, sort and pagination."
     return operation("sagemaker", operation_name)(handler)
 
@@ -125,7 +133,7 @@ for _name in _DESCRIBES:
     _describe(_name)
 for _name in _DELETES:
     _delete(_name)
-for _name in ("ListModels", "ListEndpointConfigs", "ListEndpoints"):
+for _name in _LISTS:
     _list(_name)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.awsapi import ownership, resources
+from jobs.awsapi import ownership
 from jobs.awsapi.common import RESERVED_TAG_PREFIX, call, check, refuse_reserved_tags
 from jobs.awsapi.registry import ApiError, Context, operation
 from jobs.backends import get_backend
@@ -37,7 +37,7 @@ def add_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     backend = get_backend()
     arn = params["ResourceArn"]
     ownership.require_change(ctx, backend, op, arn)
-    call(resources.add_tags, backend, arn, list(params["Tags"]))
+    call(backend.add_tags, arn, list(params["Tags"]))
     _mirror(backend, arn)
     return {"Tags": list(params["Tags"])}
 
@@ -50,7 +50,7 @@ def delete_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     backend = get_backend()
     arn = params["ResourceArn"]
     ownership.require_change(ctx, backend, op, arn)
-    call(resources.delete_tags, backend, arn, list(params["TagKeys"]))
+    call(backend.delete_tags, arn, list(params["TagKeys"]))
     _mirror(backend, arn)
     return {}
 

@@ -120,6 +120,17 @@ class Backend:
         "NextToken"?}``."""
         raise NotImplementedError
 
+    def add_tags(self, arn: str, tags: Sequence[Mapping[str, str]]) -> None:
+        """``AddTags``: each ``{"Key", "Value"}`` set on the resource ``arn`` (a key it has
+        already gets the new value). More than 50 tags in all is ``ResourceLimitExceeded``, and
+        an unknown resource a ``ValidationException``."""
+        raise NotImplementedError
+
+    def delete_tags(self, arn: str, keys: Sequence[str]) -> None:
+        """``DeleteTags``: the tags ``keys`` removed from the resource ``arn`` (a key it does
+        not have is no error)."""
+        raise NotImplementedError
+
     def metric_points(self, wanted: Sequence[MetricsWanted]) -> dict[str, dict[str, NewPoints]]:
         """The new points of many jobs' metrics at once (one poll cycle): ``{job name: {metric:
         NewPoints}}``, only what is new since ``seen`` (a metric or job with nothing new may be
@@ -176,6 +187,25 @@ class Backend:
     def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """``CreateEndpoint``: ``EndpointName``, ``EndpointConfigName``; the endpoint is
         ``Creating`` at once and ``InService`` (or ``Failed`` with ``FailureReason``) later."""
+        raise NotImplementedError
+
+    def list_models(self, **params: Any) -> dict[str, Any]:
+        """``ListModels`` with the service's parameters (``NameContains``,
+        ``CreationTimeAfter``/``Before``, ``SortBy`` Name|CreationTime, ``SortOrder``,
+        ``NextToken``, ``MaxResults`` ≤ 100); answers ``{"Models": [{"ModelName", "ModelArn",
+        "CreationTime"}], "NextToken"?}``."""
+        raise NotImplementedError
+
+    def list_endpoint_configs(self, **params: Any) -> dict[str, Any]:
+        """``ListEndpointConfigs``: ``list_models``' parameters; answers ``{"EndpointConfigs":
+        [{"EndpointConfigName", "EndpointConfigArn", "CreationTime"}], "NextToken"?}``."""
+        raise NotImplementedError
+
+    def list_endpoints(self, **params: Any) -> dict[str, Any]:
+        """``ListEndpoints``: ``list_models``' parameters, plus ``LastModifiedTimeAfter``/
+        ``Before``, ``StatusEquals`` and ``SortBy`` Status; answers ``{"Endpoints":
+        [{"EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime",
+        "EndpointStatus"}], "NextToken"?}``."""
         raise NotImplementedError
 
     def describe_model(self, name: str) -> dict[str, Any]:

@@ -111,6 +111,12 @@ class SageMakerBackend(Backend):
     def list_tags(self, **params: Any) -> dict[str, Any]:
         return self.sagemaker.list_tags(**params)
 
+    def add_tags(self, arn: str, tags: Sequence[Mapping[str, str]]) -> None:
+        self.sagemaker.add_tags(ResourceArn=arn, Tags=list(tags))
+
+    def delete_tags(self, arn: str, keys: Sequence[str]) -> None:
+        self.sagemaker.delete_tags(ResourceArn=arn, TagKeys=list(keys))
+
     # -- what AWS refuses that its API model does not say -------------------------------------
     def preflight(
         self, request: Mapping[str, Any], operation: str = "CreateTrainingJob"
@@ -237,6 +243,15 @@ class SageMakerBackend(Backend):
 
     def create_endpoint(self, request: Mapping[str, Any]) -> dict[str, Any]:
         return self.sagemaker.create_endpoint(**request)
+
+    def list_models(self, **params: Any) -> dict[str, Any]:
+        return self.sagemaker.list_models(**params)
+
+    def list_endpoint_configs(self, **params: Any) -> dict[str, Any]:
+        return self.sagemaker.list_endpoint_configs(**params)
+
+    def list_endpoints(self, **params: Any) -> dict[str, Any]:
+        return self.sagemaker.list_endpoints(**params)
 
     def describe_model(self, name: str) -> dict[str, Any]:
         return self.sagemaker.describe_model(ModelName=name)

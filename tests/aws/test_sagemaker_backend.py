@@ -11,10 +11,11 @@ from unittest.mock import patch
 
 import boto3
 import pytest
-from botocore.exceptions import NoCredentialsError
+from botocore.exceptions import ClientError, NoCredentialsError
 from django.core.management import call_command
 from django.test import TestCase
 
+from jobs.backends.sagemaker import SageMakerBackend
 from jobs.models import PollState, TrainingJob
 from jobs.tasks import TransientError, poll_jobs, stop_job, submit_job
 from tests.aws.conftest import BUCKET, IMAGE, ROLE
@@ -732,3 +733,87 @@ def test_a_bucket_the_workers_cannot_read_is_refused(stubs, signed_in, monkeypat
         assert submit_job(job.pk) == "failed"
     job.refresh_from_db()
     assert job.error.startswith("Channel train: s3://someone-elses/data/ cannot be read with the workers'")
+
+
+def test_models_configs_and_endpoints_are_listed_by_aws_page_by_page(stubs):
+    """Each list call is AWS's own, with the caller's filters and token as they were given."""
+    backend = SageMakerBackend(sagemaker=stubs.sagemaker_client, logs=stubs.logs_client)
+    model_arn = "arn:aws:sagemaker:us-east-1:123456789012:model/"
+    models = {"Models": [{"ModelName": "m-2", "ModelArn": model_arn + "m-2", "CreationTime": T0}]}
+    stubs.sagemaker.add_response(
+        "list_models",
+        {**models, "NextToken": "page-2"},
+        {"NameContains": "m-", "SortBy": "Name", "SortOrder": "Ascending", "MaxResults": 1},
+    )
+    stubs.sagemaker.add_response(
+        "list_models",
+        {"Models": []},
+        {
+            "NameContains": "m-",
+            "SortBy": "Name",
+            "SortOrder": "Ascending",
+            "MaxResults": 1,
+            "NextToken": "page-2",
+        },
+    )
+    first = backend.list_models(NameContains="m-", SortBy="Name", SortOrder="Ascending", MaxResults=1)
+    assert first["Models"] == models["Models"] and first["NextToken"] == "page-2"
+    later = backend.list_models(
+        NameContains="m-", SortBy="Name", SortOrder="Ascending", MaxResults=1, NextToken="page-2"
+    )
+    assert later["Models"] == [] and "NextToken" not in later
+
+    configs = {
+        "EndpointConfigs": [
+            {
+                "EndpointConfigName": "c-1",
+                "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/c-1",
+                "CreationTime": T0,
+            }
+        ]
+    }
+    stubs.sagemaker.add_response(
+        "list_endpoint_configs", configs, {"CreationTimeAfter": T0 - timedelta(days=1)}
+    )
+    answer = backend.list_endpoint_configs(CreationTimeAfter=T0 - timedelta(days=1))
+    assert answer["EndpointConfigs"] == configs["EndpointConfigs"]
+
+    endpoints = {
+        "Endpoints": [
+            {
+                "EndpointName": "e-1",
+                "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/e-1",
+                "CreationTime": T0,
+                "LastModifiedTime": T0 + timedelta(minutes=5),
+                "EndpointStatus": "InService",
+            }
+        ]
+    }
+    stubs.sagemaker.add_response(
+        "list_endpoints",
+        endpoints,
+        {"StatusEquals": "InService", "LastModifiedTimeAfter": T0, "SortBy": "Status"},
+    )
+    answer = backend.list_endpoints(StatusEquals="InService", LastModifiedTimeAfter=T0, SortBy="Status")
+    assert answer["Endpoints"] == endpoints["Endpoints"]
+
+
+def test_tags_are_added_and_deleted_on_aws_and_its_refusals_reach_the_caller(stubs):
+    backend = SageMakerBackend(sagemaker=stubs.sagemaker_client, logs=stubs.logs_client)
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model/m-1"
+    tags = [{"Key": "team", "Value": "ml"}, {"Key": "stage", "Value": "prod"}]
+    stubs.sagemaker.add_response("add_tags", {"Tags": tags}, {"ResourceArn": arn, "Tags": tags})
+    stubs.sagemaker.add_response("delete_tags", {}, {"ResourceArn": arn, "TagKeys": ["team", "gone"]})
+    message = f"You have exceeded the tag limit of 50 tags for resource {arn}."
+    stubs.sagemaker.add_client_error(
+        "add_tags",
+        "ResourceLimitExceeded",
+        message,
+        400,
+        expected_params={"ResourceArn": arn, "Tags": [{"Key": "one-more", "Value": "v"}]},
+    )
+    assert backend.add_tags(arn, tags) is None
+    assert backend.delete_tags(arn, ("team", "gone")) is None  # any sequence: sent as a list
+    with pytest.raises(ClientError) as refused:
+        backend.add_tags(arn, [{"Key": "one-more", "Value": "v"}])
+    assert refused.value.response["Error"] == {"Code": "ResourceLimitExceeded", "Message": message}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -50,13 +50,18 @@ from jobs.backends.local.models import (
 )
 from jobs.backends.local.resources import instance_type_problem
 from jobs.backends.local.shapes import (
+    ENDPOINT_CONFIG_SUMMARY,
+    ENDPOINT_SUMMARY,
+    MODEL_SUMMARY,
     NOT_FOUND,
+    TRAINING_JOB_SUMMARY,
     VALIDATION,
     arn_for,
     client_error,
     could_not_find,
     describe,
     describe_endpoint_row,
+    list_page,
     list_token,
     log_page,
     log_tail,
@@ -84,6 +89,47 @@ def _insert(row: Any, op: str, code: str, message: str) -> None:
             row.save()
     except IntegrityError:
         raise client_error(op, code, message) from None
+
+
+#: The tags a SageMaker resource may have.
+MAX_TAGS = 50
+#: The kind of an ARN (``…:training-job/name``) → the rows of that kind.
+_TAGGED = {
+    "training-job": LocalTrainingJob,
+    "model": LocalModel,
+    "endpoint-config": LocalEndpointConfig,
+    "endpoint": LocalEndpoint,
+}
+
+
+def _tagged(op: str, arn: str, for_update: bool = False) -> Any:
+    """The row of the resource ``arn`` (its request holds its tags): found by its kind and its
+    name part (the lower-cased name, as the rows' ``key``), and the whole ARN must match."""
+    kind, _, name = str(arn).rpartition(":")[2].partition("/")
+    table = _TAGGED.get(kind)
+    row = None
+    if table is not None:
+        rows = table.objects.select_for_update() if for_update else table.objects
+        row = rows.filter(key=name.lower(), arn=arn).only("request").first()
+    if row is None:
+        raise client_error(op, VALIDATION, f"Resource {arn} does not exist.")
+    return row
+
+
+def _retag(op: str, arn: str, change: Callable[[list[dict[str, str]]], list[dict[str, str]]]) -> None:
+    """Replace the tags of ``arn`` by ``change`` of them, under the row's lock (two changes at
+    once both land); more than ``MAX_TAGS`` is refused and nothing changes."""
+    with transaction.atomic():
+        row = _tagged(op, arn, for_update=True)
+        tags = change(list(row.request.get("Tags") or []))
+        if len(tags) > MAX_TAGS:
+            raise client_error(
+                op,
+                "ResourceLimitExceeded",
+                f"You have exceeded the tag limit of {MAX_TAGS} tags for resource {arn}.",
+            )
+        row.request = {**row.request, "Tags": tags}
+        row.save(update_fields=["request"])
 
 
 class LocalBackend(Backend):
@@ -133,43 +179,9 @@ class LocalBackend(Backend):
         op = "ListTrainingJobs"
         api_limits.check(op, params)
         reaping.reap_abandoned()
-        jobs = LocalTrainingJob.objects.all()
-        filters = {
-            "CreationTimeAfter": "creation_time__gt",
-            "CreationTimeBefore": "creation_time__lt",
-            "LastModifiedTimeAfter": "last_modified_time__gt",
-            "LastModifiedTimeBefore": "last_modified_time__lt",
-            "NameContains": "name__icontains",
-            "StatusEquals": "status",
-        }
-        for param, lookup in filters.items():
-            if param in params:
-                jobs = jobs.filter(**{lookup: params[param]})
-        field = {"Name": "name", "CreationTime": "creation_time", "Status": "status"}[
-            params.get("SortBy", "CreationTime")
-        ]
-        descending = params.get("SortOrder", "Descending") == "Descending"
-        jobs = jobs.order_by(f"-{field}" if descending else field, "-id" if descending else "id")
-        offset = page_offset(op, params.get("NextToken"))
-        size = params.get("MaxResults", 10)
-        page = list(jobs[offset : offset + size + 1])
-        result: dict[str, Any] = {
-            "TrainingJobSummaries": [
-                {
-                    "TrainingJobName": j.name,
-                    "TrainingJobArn": j.arn,
-                    "CreationTime": j.creation_time,
-                    "LastModifiedTime": j.last_modified_time,
-                    "TrainingJobStatus": j.status,
-                    "SecondaryStatus": j.secondary_status,
-                    **({"TrainingEndTime": j.training_end_time} if j.training_end_time else {}),
-                }
-                for j in page[:size]
-            ]
-        }
-        if len(page) > size:
-            result["NextToken"] = list_token(offset + size)
-        return result
+        return list_page(
+            op, LocalTrainingJob.objects.all(), params, "TrainingJobSummaries", TRAINING_JOB_SUMMARY
+        )
 
     def stop_training_job(self, name: str) -> None:
         op = "StopTrainingJob"
@@ -222,27 +234,33 @@ class LocalBackend(Backend):
         return request
 
     def list_tags(self, **params: Any) -> dict[str, Any]:
-        """The tags each create request carried, found by the resource's ARN (whose name part
-        is the lower-cased name, as the rows' ``key``)."""
+        """The tags each create request carried (``AddTags`` and ``DeleteTags`` change them
+        there), found by the resource's ARN."""
         op = "ListTags"
-        arn = params.get("ResourceArn", "")
-        kind, _, name = str(arn).rpartition(":")[2].partition("/")
-        rows = {
-            "training-job": LocalTrainingJob,
-            "model": LocalModel,
-            "endpoint-config": LocalEndpointConfig,
-            "endpoint": LocalEndpoint,
-        }.get(kind)
-        row = rows.objects.filter(key=name.lower(), arn=arn).only("request").first() if rows else None
-        if row is None:
-            raise client_error(op, VALIDATION, f"Resource {arn} does not exist.")
-        tags = list(row.request.get("Tags") or [])
+        tags = list(_tagged(op, params.get("ResourceArn", "")).request.get("Tags") or [])
         offset = page_offset(op, params.get("NextToken"))
         size = params.get("MaxResults", 50)
         result: dict[str, Any] = {"Tags": tags[offset : offset + size]}
         if len(tags) > offset + size:
             result["NextToken"] = list_token(offset + size)
         return result
+
+    def add_tags(self, arn: str, tags: Sequence[Mapping[str, str]]) -> None:
+        op = "AddTags"
+        api_limits.check(op, {"ResourceArn": arn, "Tags": list(tags)})
+
+        def change(current: list[dict[str, str]]) -> list[dict[str, str]]:
+            values = {t["Key"]: t.get("Value", "") for t in current}
+            values.update({t["Key"]: t.get("Value", "") for t in tags})
+            return [{"Key": k, "Value": v} for k, v in values.items()]
+
+        _retag(op, arn, change)
+
+    def delete_tags(self, arn: str, keys: Sequence[str]) -> None:
+        op = "DeleteTags"
+        api_limits.check(op, {"ResourceArn": arn, "TagKeys": list(keys)})
+        gone = set(keys)
+        _retag(op, arn, lambda current: [t for t in current if t["Key"] not in gone])
 
     def describe_model(self, name: str) -> dict[str, Any]:
         model = LocalModel.objects.filter(key=name.lower()).first()
@@ -263,6 +281,23 @@ class LocalBackend(Backend):
         return metric_points.metric_points(wanted)
 
     # -- endpoints -----------------------------------------------------------------------------
+    def list_models(self, **params: Any) -> dict[str, Any]:
+        op = "ListModels"
+        api_limits.check(op, params)
+        return list_page(op, LocalModel.objects.all(), params, "Models", MODEL_SUMMARY)
+
+    def list_endpoint_configs(self, **params: Any) -> dict[str, Any]:
+        op = "ListEndpointConfigs"
+        api_limits.check(op, params)
+        return list_page(
+            op, LocalEndpointConfig.objects.all(), params, "EndpointConfigs", ENDPOINT_CONFIG_SUMMARY
+        )
+
+    def list_endpoints(self, **params: Any) -> dict[str, Any]:
+        op = "ListEndpoints"
+        api_limits.check(op, params)
+        return list_page(op, LocalEndpoint.objects.all(), params, "Endpoints", ENDPOINT_SUMMARY)
+
     def create_model(self, request: Mapping[str, Any]) -> dict[str, Any]:
         op = "CreateModel"
         api_limits.check(op, model_s3_shaped(request))

@@ -1,7 +1,8 @@
 """What the local backend answers: SageMaker's response shapes and error shapes.
 
 Pure functions of the rows (``models.py``): ``describe`` (``DescribeTrainingJob``),
-``describe_endpoint_row`` (``DescribeEndpoint``), log pages, list tokens, and the errors as
+``describe_endpoint_row`` (``DescribeEndpoint``), log pages, list pages (``list_page``, one for
+every ``List*`` call) and their tokens, and the errors as
 botocore raises them for the service (``client_error``) and for its runtime
 (``runtime_error``, ``model_error``, ``container_error``).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +26,41 @@ ACCOUNT = "000000000000"  # the emulator's account id, as in ARNs
 NOT_FOUND = "Requested resource not found."
 VALIDATION = "ValidationException"
 INVOKE = "InvokeEndpoint"
+#: A list call's filters: its parameter → the rows' lookup (each call's service model says
+#: which it takes; ``api_limits.check`` refuses the others before a query is made).
+LIST_FILTERS = {
+    "NameContains": "name__icontains",
+    "CreationTimeAfter": "creation_time__gt",
+    "CreationTimeBefore": "creation_time__lt",
+    "LastModifiedTimeAfter": "last_modified_time__gt",
+    "LastModifiedTimeBefore": "last_modified_time__lt",
+    "StatusEquals": "status",
+}
+#: ``SortBy`` → the rows' field.
+LIST_SORT_FIELDS = {"Name": "name", "CreationTime": "creation_time", "Status": "status"}
+
+
+def _summary(kind: str, **more: str) -> dict[str, str]:
+    """A list call's summary members (``list_page``), member → the row's attribute: the
+    resource's ``<kind>Name``, ``<kind>Arn`` and ``CreationTime``, then ``more``."""
+    return {f"{kind}Name": "name", f"{kind}Arn": "arn", "CreationTime": "creation_time", **more}
+
+
+TRAINING_JOB_SUMMARY = _summary(
+    "TrainingJob",
+    LastModifiedTime="last_modified_time",
+    TrainingJobStatus="status",
+    SecondaryStatus="secondary_status",
+    TrainingEndTime="training_end_time",
+)
+MODEL_SUMMARY = _summary("Model")
+ENDPOINT_CONFIG_SUMMARY = _summary("EndpointConfig")
+ENDPOINT_SUMMARY = _summary("Endpoint", LastModifiedTime="last_modified_time", EndpointStatus="status")
+#: ``MaxResults`` when the request has none.
+LIST_PAGE_SIZE = 10
+#: Past this a token's offset is refused: the databases' OFFSET is a 64-bit integer (a larger
+#: one would fail the query, not the request).
+MAX_LIST_OFFSET = 2**62
 _RUNTIME_ERROR_TYPES = {
     "ValidationError": 400,
     "ModelError": 424,
@@ -223,7 +260,7 @@ def page_offset(operation: str, token: str | None) -> int:
         return 0
     try:
         offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-        if isinstance(offset, int) and offset >= 0:
+        if isinstance(offset, int) and 0 <= offset < MAX_LIST_OFFSET:
             return offset
     except (ValueError, KeyError, TypeError):
         pass
@@ -233,3 +270,29 @@ def page_offset(operation: str, token: str | None) -> int:
 def list_token(offset: int) -> str:
     """The ``NextToken`` of the page that starts at ``offset``."""
     return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def list_page(
+    operation: str, rows: Any, params: Mapping[str, Any], member: str, fields: Mapping[str, str]
+) -> dict[str, Any]:
+    """A ``List*`` answer (params already checked): ``rows`` (a queryset) filtered, sorted (ties
+    by id, in the same direction) and cut to the page ``NextToken`` starts, as ``{member:
+    [summary], "NextToken"?}``. A summary has each of ``fields`` (its member → the row's
+    attribute) whose value is not None, as AWS leaves out what has none (a running job's
+    ``TrainingEndTime``). One more row than the page is read to know whether a next one exists."""
+    for param, lookup in LIST_FILTERS.items():
+        if param in params:
+            rows = rows.filter(**{lookup: params[param]})
+    field = LIST_SORT_FIELDS[params.get("SortBy", "CreationTime")]
+    descending = params.get("SortOrder", "Descending") == "Descending"
+    rows = rows.order_by(f"-{field}" if descending else field, "-id" if descending else "id")
+    offset = page_offset(operation, params.get("NextToken"))
+    size = params.get("MaxResults", LIST_PAGE_SIZE)
+    page = list(rows[offset : offset + size + 1])
+    summaries = [
+        {m: v for m, a in fields.items() if (v := getattr(row, a)) is not None} for row in page[:size]
+    ]
+    result: dict[str, Any] = {member: summaries}
+    if len(page) > size:
+        result["NextToken"] = list_token(offset + size)
+    return result
