@@ -37,24 +37,32 @@ POSTGRES_SKIP := tests/container tests/browser tests/test_make_run.py tests/test
 # same pages `bench/dashboard.py --database both` measures at that size.
 POSTGRES_DESELECT := tests/test_history_metrics.py::test_at_100000_seeded_jobs_the_metric_pages_keep_their_queries_and_indexes
 
-# The real clients' tests (tests/clients) mostly wait on the SDKs' own polling (30 s rounds):
-# they run beside the PostgreSQL pass, their output kept in test-output/clients-run.log and
-# printed when they end; either failing fails the target.
+# Three passes at once, each mostly waiting on the jobs, servers and browsers it starts (one
+# pass kept one of the two cores busy): the suite on SQLite (its output here), the suite's
+# database tests again on PostgreSQL, and the real clients' tests (tests/clients, mostly the
+# SDKs' own 30 s polling). The other two write test-output/postgres-run.log and
+# test-output/clients-run.log, printed when all three end; any failing fails the target.
 test: $(STAMP) sysdeps lint
-	$(BIN)/python -m pytest --ignore=tests/clients
 	@mkdir -p test-output; \
 	$(BIN)/python -m pytest -p no:cacheprovider tests/clients > test-output/clients-run.log 2>&1 & clients=$$!; \
-	postgres=0; \
+	postgres_pid=; \
 	if $(BIN)/python -m tests.postgres; then \
-	  echo "--- again on PostgreSQL (ANYJOB_TEST_DB=postgres): tests/ but $(POSTGRES_SKIP)"; \
-	  echo "--- (tests/clients runs meanwhile: test-output/clients-run.log)"; \
+	  echo "--- on PostgreSQL meanwhile (ANYJOB_TEST_DB=postgres): tests/ but $(POSTGRES_SKIP): test-output/postgres-run.log"; \
 	  ANYJOB_TEST_DB=postgres $(BIN)/python -m pytest -p no:cacheprovider \
 	    $(addprefix --ignore=,$(POSTGRES_SKIP)) $(addprefix --deselect=,$(POSTGRES_DESELECT)) \
-	    || postgres=$$?; \
+	    > test-output/postgres-run.log 2>&1 & postgres_pid=$$!; \
+	fi; \
+	echo "--- tests/clients meanwhile: test-output/clients-run.log"; \
+	$(BIN)/python -m pytest --ignore=tests/clients; main=$$?; \
+	postgres=0; \
+	if [ -n "$$postgres_pid" ]; then \
+	  wait $$postgres_pid || postgres=$$?; \
+	  echo "--- the PostgreSQL pass:"; cat test-output/postgres-run.log; \
 	fi; \
 	wait $$clients; status=$$?; \
 	echo "--- the real clients (tests/clients), on SQLite:"; cat test-output/clients-run.log; \
-	[ $$status -eq 0 ] && [ $$postgres -eq 0 ]
+	echo "--- make test: SQLite pass $$main, PostgreSQL pass $$postgres, real clients $$status (0 is a pass)"; \
+	[ $$main -eq 0 ] && [ $$status -eq 0 ] && [ $$postgres -eq 0 ]
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/train_overhead.py
