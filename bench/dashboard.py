@@ -241,12 +241,12 @@ def main() -> None:
             page_sizes[size] = len(queries("/jobs/?q=imagenet"))
         views.PAGE_SIZE = default_size
 
-    # What the web server does once before its first request (webapp.wsgi.settle: the views
-    # imported, what start-up left behind frozen out of the collector's way), here before the
-    # timed rounds: without it a full collection (~80 ms) lands on whichever page crosses it.
-    from webapp.wsgi import settle
+    # What the web server does once before its first request, here before the timed rounds:
+    # importing its WSGI module settles the process (webapp.wsgi.settle: the views imported,
+    # what start-up left behind frozen out of the collector's way). Without it a full
+    # collection (~80 ms) lands on whichever page crosses it.
+    import webapp.wsgi  # noqa: F401
 
-    settle()
     # Round-robin over the pages, so a moment of load on a shared machine touches every page
     # (and the baseline) alike rather than whichever page was being timed.
     timings: dict[str, list[float]] = {label: [] for label in urls}

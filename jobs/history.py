@@ -45,7 +45,7 @@ MAX_CUT_IDS = 1000
 LOOKUPS = {"lt": "lt", "le": "lte", "gt": "gt", "ge": "gte"}
 
 
-def filter_jobs(filters: dict[str, Any] | None) -> KeysFirst | Counted | MetricOrdered:
+def filter_jobs(filters: dict[str, Any] | None) -> Counted | MetricOrdered:
     """All jobs (every user sees every job), narrowed by a valid filter form's ``cleaned_data``.
 
     The owners come in a second query rather than a join: with a join, SQLite reads every row
@@ -78,55 +78,32 @@ def filter_jobs(filters: dict[str, Any] | None) -> KeysFirst | Counted | MetricO
             jobs, column.name, column.stat, descending=descending, conditions=conditions, narrowed=narrowed
         )
     if not conditions:
-        return KeysFirst(jobs.order_by(*SORTS[sort]))
+        jobs = jobs.order_by(*SORTS[sort])
+        return Counted(jobs, jobs)
     rows = _series_meeting(conditions)
     if narrowed:  # the other filters' jobs as a list of ids (status: a small index of its own)
         rows = rows.filter(job_id__in=jobs.order_by().values("pk"))
     return Counted(_meeting(jobs, conditions).order_by(*SORTS[sort]), rows)
 
 
+def _by_keys(ids: Sequence[int]) -> list[TrainingJob]:
+    """The jobs ``ids``, read by key with their owners joined, in the order of ``ids``."""
+    rows = TrainingJob.objects.select_related("owner").in_bulk(ids) if ids else {}
+    return [rows[pk] for pk in ids if pk in rows]
+
+
 def _page_by_keys(jobs: QuerySet[TrainingJob], key: slice) -> list[TrainingJob]:
     """A slice of ``jobs`` in two reads: its ids, in the order's index alone (each index the
     history's orders are read in holds the order's columns, ``search_text`` and the id:
-    ``TrainingJob.Meta``), then its rows by key, owners joined, put back in that order.
+    ``TrainingJob.Meta``), then its rows by key (``_by_keys``).
 
     As one query, PostgreSQL reads a job's row before it checks the search on it (a filter on a
     plain index scan is checked on the row), so a page 500 fetched 25,000 rows it skipped, and a
     search sorted by name fetched every row before the first match (a team's ``resnet-imagenet-…``
-    jobs all sort after the others). Its index-only scans read neither."""
-    ids = list(jobs.values_list("pk", flat=True)[key])
-    if not ids:
-        return []
-    rows = TrainingJob.objects.select_related("owner").in_bulk(ids)
-    return [rows[pk] for pk in ids if pk in rows]
-
-
-class KeysFirst:
-    """The history in one of its own orders (``SORTS``), each page read by ``_page_by_keys``;
-    counted, iterated and exported as the queryset it wraps."""
-
-    def __init__(self, jobs: QuerySet[TrainingJob]) -> None:
-        self.jobs = jobs
-
-    def count(self) -> int:
-        return self.jobs.count()
-
-    def __len__(self) -> int:
-        return self.count()
-
-    def __getitem__(self, key: slice) -> list[TrainingJob]:
-        if not isinstance(key, slice) or key.step is not None:
-            raise TypeError("the history takes slices only")
-        return _page_by_keys(self.jobs, key)
-
-    def __iter__(self) -> Iterator[TrainingJob]:
-        return iter(self.jobs)
-
-    def iterator(self, chunk_size: int = 2000) -> Iterator[TrainingJob]:
-        return self.jobs.iterator(chunk_size=chunk_size)
-
-    def order_by(self, *fields: Any) -> QuerySet[TrainingJob]:
-        return self.jobs.order_by(*fields)
+    jobs all sort after the others). Its index-only scans read neither. (As ``id IN (a LIMIT …
+    OFFSET … subquery)`` in one query, PostgreSQL without statistics, a table just filled,
+    planned the subquery once per job of the history.)"""
+    return _by_keys(list(jobs.values_list("pk", flat=True)[key]))
 
 
 def _condition(f: MetricFilter) -> dict[str, Any]:
@@ -160,19 +137,13 @@ def _also_meeting(series: QuerySet[MetricSeries], name: str, conditions: Sequenc
     return series
 
 
-def _having(name: str, stat: str, **condition: Any) -> QuerySet[MetricSeries]:
-    """The ids of the jobs whose metric ``name`` has a ``stat`` (meeting ``condition``): read
-    in the ``(name, stat, job)`` index alone."""
-    lookup = condition or {f"{stat}__isnull": False}
-    return MetricSeries.objects.filter(name=name, **lookup).values("job_id")
-
-
 class Counted:
-    """A history query whose count is read elsewhere: the jobs filtered by metrics, counted as
-    their rows in the metric's index (one per job; the other filters' jobs as a list of ids)
-    instead of by a probe per job of the history."""
+    """The history in one of its own orders (``SORTS``): each page read by ``_page_by_keys``,
+    counted as ``rows`` (the jobs themselves; or, filtered by metrics, their rows in the
+    metric's index, one per job, the other filters' jobs as a list of ids, instead of a probe
+    per job of the history), iterated and exported as ``jobs``."""
 
-    def __init__(self, jobs: QuerySet[TrainingJob], rows: QuerySet[MetricSeries]) -> None:
+    def __init__(self, jobs: QuerySet[TrainingJob], rows: QuerySet[Any]) -> None:
         self.jobs, self.rows = jobs, rows
         self._count: int | None = None
 
@@ -192,6 +163,9 @@ class Counted:
 
     def iterator(self, chunk_size: int = 2000) -> Iterator[TrainingJob]:
         return self.jobs.iterator(chunk_size=chunk_size)
+
+    def order_by(self, *fields: Any) -> QuerySet[TrainingJob]:
+        return self.jobs.order_by(*fields)
 
 
 class MetricOrdered:
@@ -236,7 +210,7 @@ class MetricOrdered:
             # the filters' jobs, as the counts do, would cost a list of all of them per page).
             series = series.filter(Exists(jobs.order_by().filter(pk=OuterRef("job_id"))))
         order = (F(stat).desc(), F("job_id").desc()) if descending else (F(stat).asc(), F("job_id").asc())
-        self.with_metric = series.order_by(*order).values("job_id")
+        self.with_metric = series.order_by(*order).values_list("job_id", flat=True)
         # Each job probed for its row of the metric (as ``NOT IN``, every read listed the
         # metric's 90,000 rows first, even for a search's three jobs).
         self.without = _meeting(jobs, self.conditions).filter(~Exists(self._own_value()))
@@ -248,8 +222,9 @@ class MetricOrdered:
         self._count: int | None = None
 
     def _rows(self, ids: QuerySet[Any]) -> QuerySet[TrainingJob]:
-        """The jobs of ``ids`` (a slice of the first part), with their owners, in its order (the
-        value looked up in ``ORDER BY`` only, once per row read)."""
+        """The jobs of ``ids`` (the whole first part, for an export), with their owners, in its
+        order (the value looked up in ``ORDER BY`` only, once per row read). A page's are read by
+        key in the order its ids came in (``_by_keys``)."""
         value = Subquery(
             MetricSeries.objects.filter(job_id=OuterRef("pk"), name=self.name).values(self.stat)[:1]
         )
@@ -258,13 +233,6 @@ class MetricOrdered:
             .filter(pk__in=ids)
             .order_by(value.desc() if self.descending else value.asc(), "-id" if self.descending else "id")
         )
-
-    @staticmethod
-    def _listed(ids: QuerySet[Any]) -> list[int]:
-        """A page's ids read on their own, so that its rows are then read by explicit keys: as
-        ``id IN (a LIMIT … OFFSET … subquery)`` in one query, PostgreSQL without statistics
-        (a table just filled) planned the subquery once per job of the history."""
-        return [next(iter(row.values())) for row in ids]  # rows of one value: the job's id
 
     def count(self) -> int:
         """Every matching job, read in indexes: with metric filters, the rows of the first one's
@@ -316,7 +284,7 @@ class MetricOrdered:
                     .annotate(sorted_value=Subquery(self._own_value()))
                     .filter(sorted_value__isnull=False)
                     .order_by(direction, "-id" if self.descending else "id")
-                    .values("pk")[start:stop]
+                    .values_list("pk", flat=True)[start:stop]
                 )
         return self.with_metric[start:stop]
 
@@ -332,7 +300,7 @@ class MetricOrdered:
         if stop <= start:
             return []
         if self._with_count is None or start < self._with_count:
-            rows = list(self._rows(self._listed(self._with_ids(start, stop))))
+            rows = _by_keys(list(self._with_ids(start, stop)))
             if len(rows) == stop - start or self.none_without:
                 return rows
             if rows or start == 0:
@@ -346,11 +314,9 @@ class MetricOrdered:
         if self.none_without:
             return rows
         offset = max(0, start - self._with_count)
-        ids = self._listed(self.without.values("pk")[offset : offset + (stop - start - len(rows))])
-        # By key, with their owners joined: the OFFSET skips entries of the index the ids are
-        # read in, never rows (as a join, SQLite would read every row skipped).
-        later = TrainingJob.objects.select_related("owner").filter(pk__in=ids)
-        return rows + list(later.order_by("-created_at", "-id"))
+        # The OFFSET skips entries of the index the ids are read in, never rows (as a join,
+        # SQLite would read every row skipped).
+        return rows + _page_by_keys(self.without, slice(offset, offset + (stop - start - len(rows))))
 
     def __iter__(self) -> Iterator[TrainingJob]:
         return self.iterator()

@@ -25,6 +25,8 @@ from django.contrib.auth import get_user_model
 from django.db import connections, models
 from django.utils import timezone
 
+from jobs.awsapi.sigv4 import signing_key
+
 #: AWS allows two access keys per IAM user, so that one can be rotated while the other works.
 #: anyjob allows a few more active keys (a laptop, a notebook server, CI), and counts only the
 #: ones not revoked.
@@ -54,19 +56,6 @@ def _cipher_for(secret_key: str) -> AESGCM:
 MAX_DERIVED_KEYS = 1024
 _DERIVED: dict[tuple[str, ...], bytes] = {}
 _DERIVED_LOCK = threading.Lock()
-
-
-def _derived(key: AccessKey, scope: tuple[str, ...]) -> bytes:
-    found = _DERIVED.get(scope)
-    if found is None:
-        from jobs.awsapi.sigv4 import signing_key
-
-        found = signing_key(key.secret(), *scope[3:])
-        with _DERIVED_LOCK:
-            if len(_DERIVED) >= MAX_DERIVED_KEYS:
-                _DERIVED.clear()  # yesterday's (or a rotated key's): derived again when needed
-            _DERIVED[scope] = found
-    return found
 
 
 def new_key_id() -> str:
@@ -134,8 +123,15 @@ class AccessKey(models.Model):
         so a new secret never meets an old key (nor a new ``SECRET_KEY``, which is part of it);
         the secret itself is not kept, and the row is still read at every request (a revoked key
         is refused at once)."""
-        scope = (settings.SECRET_KEY, self.access_key_id, self.encrypted_secret, date, region, service)
-        return _derived(self, scope)
+        kept = (settings.SECRET_KEY, self.access_key_id, self.encrypted_secret, date, region, service)
+        derived = _DERIVED.get(kept)
+        if derived is None:
+            derived = signing_key(self.secret(), date, region, service)
+            with _DERIVED_LOCK:
+                if len(_DERIVED) >= MAX_DERIVED_KEYS:
+                    _DERIVED.clear()  # yesterday's (or a rotated key's): derived again when needed
+                _DERIVED[kept] = derived
+        return derived
 
     @classmethod
     def with_user(cls, access_key_id: str, using: str = "default") -> AccessKey | None:

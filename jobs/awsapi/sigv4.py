@@ -465,16 +465,15 @@ def verify(
     lookup,
     now: datetime | None = None,
 ) -> SignedRequest:
-    """Check the request's signature. ``lookup(access_key_id)`` returns ``(key, secret)`` for a
-    usable key, else raises ``AuthError`` (``unknown_key``/``revoked``); ``secret`` is the secret
-    itself, or a function ``(date, region, service) -> signing key`` (``AccessKey.signing_key``)."""
+    """Check the request's signature. ``lookup(access_key_id)`` returns ``(key, derive)`` for a
+    usable key, ``derive(date, region, service)`` giving its signing key (``signing_key`` of its
+    secret: ``AccessKey.signing_key``), else raises ``AuthError`` (``unknown_key``/``revoked``)."""
     parsed = parse(meta, query)
     service = parsed.credential.service
     try:
         check_time(parsed, now or datetime.now(UTC))
         payload = payload_hash_for(meta, parsed, body)
-        key, secret = lookup(parsed.credential.access_key_id)
-        derive = (lambda *scope: signing_key(secret, *scope)) if isinstance(secret, str) else secret
+        key, derive = lookup(parsed.credential.access_key_id)
         k = derive(parsed.credential.date, parsed.credential.region, service)
         creq = canonical_request(
             method, meta, service, parsed.signed_headers, payload, presigned=parsed.presigned
