@@ -116,3 +116,27 @@ def test_a_search_sorted_by_name_reads_a_page_s_ids_in_the_index_alone(client, a
 def _selects_ids_only(sql: str) -> bool:
     """A page's ids (``jobs.history._page_by_keys``): the ids alone, in the page's order."""
     return sql.startswith('SELECT "jobs_trainingjob"."id" AS "pk" FROM') and " ORDER BY " in sql
+
+
+def test_more_cut_texts_matching_than_are_listed_are_still_all_found(alice, monkeypatch) -> None:
+    """A teammate can make many jobs whose text is cut (long hyperparameters): past
+    ``MAX_CUT_IDS`` of them the search reads them by a subquery instead of a list, and finds
+    every one, the plain matches too."""
+    from jobs import history
+    from jobs.models import TrainingJob
+
+    monkeypatch.setattr(history, "MAX_CUT_IDS", 2)
+    long_value = "x" * SEARCH_TEXT_MAX_BYTES
+    for i in range(3):
+        TrainingJob.objects.create(
+            owner=alice,
+            name=f"cut-{i}",
+            entry_point="t.py",
+            hyperparameters=[{"key": "pad", "value": long_value}, {"key": "d", "value": "ImageNet"}],
+        )
+    TrainingJob.objects.create(owner=alice, name="plain-imagenet", entry_point="t.py")
+    TrainingJob.objects.create(owner=alice, name="other", entry_point="t.py")
+    with CaptureQueriesContext(connection) as captured:
+        found = sorted(j.name for j in filter_jobs({"q": "imagenet"}))
+    assert found == ["cut-0", "cut-1", "cut-2", "plain-imagenet"]
+    assert any("IN (SELECT" in q["sql"] for q in captured.captured_queries)

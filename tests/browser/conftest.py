@@ -302,24 +302,17 @@ def stop_stack(launcher: subprocess.Popen, var_dir: Path) -> list[str]:
 def release_leftovers(var_dir: Path) -> None:
     """What a killed job or endpoint process would have released itself: its volume's mount and
     its cgroup, with what is left in it (pasta). The reaper does this when anyjob next looks at
-    an abandoned job; a stopped test stack never looks again."""
-    from jobs.backends.local import resources, volume
-    from jobs.backends.local.executor import cgroup_name, executor_gone
+    an abandoned job (``reaping.release_root``); a stopped test stack never looks again."""
+    from jobs.backends.local.endpoint_host import cgroup_name
+    from jobs.backends.local.reaping import release_root, remove_cgroup
 
     local = var_dir / "local-sagemaker"
-    names = []
     for root in sorted(local.iterdir()) if local.is_dir() else ():
-        if root.is_dir() and not root.name.startswith("_") and executor_gone(root):
-            volume.release(root)
-            names.append(cgroup_name(root.name, root))
+        if root.is_dir() and not root.name.startswith("_"):
+            release_root(root)
     endpoints = local / "_endpoints"
     for root in sorted(endpoints.iterdir()) if endpoints.is_dir() else ():
-        key = root.name.rsplit("-", 1)[0]
-        names.append(f"endpoint-{key}-{root.name}")
-    if names and resources.detect().mode != "none":
-        for name in names:
-            with contextlib.suppress(OSError):
-                resources.create(name, resources.Limits(1.0, 64 * 1024**2, 16)).remove()
+        remove_cgroup(cgroup_name(root.name.rsplit("-", 1)[0], root))  # <key>-<uid>
 
 
 @pytest.fixture(scope="package")

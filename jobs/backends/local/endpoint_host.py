@@ -89,6 +89,11 @@ class ModelDataError(Exception):
 # -- the lock: "is a host alive for this endpoint on this machine?" ------------------------------
 
 
+def cgroup_name(key: str, root: Path) -> str:
+    """The cgroup of endpoint ``key``'s host whose folder is ``root`` (``_endpoints/<key>-<uid>``)."""
+    return f"endpoint-{key}-{root.name}"
+
+
 def lock_is_held(root: Path) -> bool:
     """Whether a live process on this machine holds the endpoint folder's host lock.
 
@@ -423,7 +428,7 @@ class Host:
         if kind is None:
             kind = resources.instances.lookup("ml.m5.large")  # serverless: a small instance's
         limits = resources.limits_for(kind, max_pids=int(self.plan.get("max_processes", 1024)))
-        self.confinement = resources.confine(f"endpoint-{self.key}-{self.root.name}", limits)
+        self.confinement = resources.confine(cgroup_name(self.key, self.root), limits)
         self.notes.append(f"instance {kind.name}: {self.confinement.describe()}; {self.volume.applied}")
 
     def prepare_model(self) -> None:

@@ -58,10 +58,25 @@ def _release_leftovers(job: LocalTrainingJob | None) -> None:
         return
     host, _, _ = job.executor.rpartition(":")
     root = Path(settings.ANYJOB_LOCAL_ROOT) / job.key
-    if host != socket.gethostname() or not executor_gone(root):
-        return  # another machine's, or still alive: not ours to touch
+    if host != socket.gethostname():
+        return  # another machine's: not ours to touch
+    release_root(root)
+
+
+def release_root(root: Path) -> bool:
+    """What the killed process of the job under ``root`` would have released itself: its
+    volume's mount and its cgroup, with whatever is left in it (its network helper, pasta).
+    Nothing is touched while the process lives; returns whether it was gone."""
+    if not executor_gone(root):
+        return False
     volume.release(root)
-    # Whatever is left in its cgroup (its network helper, pasta) goes with it.
+    remove_cgroup(cgroup_name(root.name, root))
+    return True
+
+
+def remove_cgroup(name: str) -> None:
+    """The cgroup ``name`` removed, what is left in it killed first (nothing where there are no
+    cgroups, or it is gone already)."""
     if resources.detect().mode != "none":
         with contextlib.suppress(OSError):
-            resources.create(cgroup_name(job.key, root), resources.Limits(1.0, 64 * 1024**2, 16)).remove()
+            resources.create(name, resources.Limits(1.0, 64 * 1024**2, 16)).remove()
